@@ -1,0 +1,6 @@
+//! basalt: a disk-first approximate nearest-neighbour search engine
+//! (DiskANN done as a product). See ARCHITECTURE.md for the map of modules.
+#![deny(unsafe_code)]
+
+pub mod distance;
+pub mod element;
