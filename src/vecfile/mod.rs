@@ -1,0 +1,308 @@
+//! Vector files: big-ann-benchmarks `.fbin/.u8bin/.i8bin` and TEXMEX
+//! `.fvecs/.bvecs`, plus ground-truth files (`.ibin/.bin/.ivecs`).
+//!
+//! Reading is memory-mapped: [`VectorFile::read_rows`] copies any range of
+//! rows into a caller buffer, so a file far larger than RAM is streamed in
+//! blocks and only the pages touched are resident. Writing
+//! ([`VectorWriter`]) streams rows through a buffer into a temporary file that
+//! is fsynced and renamed into place only when complete, so a crash never
+//! leaves a half-written file under the final name.
+//!
+//! Layouts (all little-endian):
+//! - bin: `u32 n | u32 dim | n * dim elements`;
+//! - vecs: n times `i32 dim | dim elements` (`.fvecs` f32, `.bvecs` u8, `.ivecs` i32);
+//! - ground truth bin: `u32 n | u32 k | n*k u32 ids | n*k f32 scores` (scores optional).
+//!
+//! Every malformed file is an error naming the file and what is wrong.
+
+mod groundtruth;
+mod writer;
+
+pub use groundtruth::{GroundTruth, read_ground_truth, write_ground_truth};
+pub use writer::VectorWriter;
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::distance::DIM_MAX;
+use crate::element::{Element, ElementType};
+
+/// Largest number of rows a vector file may declare: ids are `u32` node ids.
+pub const ROWS_MAX: u64 = u32::MAX as u64;
+
+/// The container layout of a vector file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// big-ann-benchmarks: `u32 n, u32 dim`, then rows.
+    Bin,
+    /// TEXMEX: every row prefixed by its `i32` dimension.
+    Vecs,
+}
+
+/// Errors reading or writing vector files.
+#[derive(Debug, thiserror::Error)]
+pub enum VecFileError {
+    #[error("{path}: {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{path}: unknown vector file extension (expected .fbin, .u8bin, .i8bin, .fvecs or .bvecs)"
+    )]
+    UnknownExtension { path: PathBuf },
+    #[error("{path}: {what}")]
+    Malformed { path: PathBuf, what: String },
+    #[error("{path}: holds {found} elements but {wanted} were asked for")]
+    TypeMismatch { path: PathBuf, found: ElementType, wanted: ElementType },
+    #[error("{path}: rows {start}..{end} are out of range (the file has {n} rows)")]
+    OutOfRange { path: PathBuf, start: u64, end: u64, n: u64 },
+}
+
+impl VecFileError {
+    fn malformed(path: &Path, what: impl Into<String>) -> Self {
+        VecFileError::Malformed { path: path.to_path_buf(), what: what.into() }
+    }
+    fn io(path: &Path, op: &'static str, source: io::Error) -> Self {
+        VecFileError::Io { path: path.to_path_buf(), op, source }
+    }
+}
+
+/// The layout and element type a file name implies.
+pub fn kind_from_extension(path: &Path) -> Result<(Layout, ElementType), VecFileError> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "fbin" => Ok((Layout::Bin, ElementType::F32)),
+        "u8bin" => Ok((Layout::Bin, ElementType::U8)),
+        "i8bin" => Ok((Layout::Bin, ElementType::I8)),
+        "fvecs" => Ok((Layout::Vecs, ElementType::F32)),
+        "bvecs" => Ok((Layout::Vecs, ElementType::U8)),
+        _ => Err(VecFileError::UnknownExtension { path: path.to_path_buf() }),
+    }
+}
+
+/// A memory-mapped vector file, validated on open.
+pub struct VectorFile {
+    path: PathBuf,
+    map: Option<Mmap>,
+    layout: Layout,
+    element: ElementType,
+    n: u64,
+    dim: usize,
+}
+
+impl VectorFile {
+    /// Opens and validates a vector file: the extension names the type, the
+    /// header (or first row prefix) names the dimension, and the file size must
+    /// agree with both exactly.
+    pub fn open(path: &Path) -> Result<VectorFile, VecFileError> {
+        let (layout, element) = kind_from_extension(path)?;
+        let file = File::open(path).map_err(|e| VecFileError::io(path, "open", e))?;
+        let len = file.metadata().map_err(|e| VecFileError::io(path, "stat", e))?.len();
+        let map = if len == 0 {
+            None
+        } else {
+            Some(map_file(&file).map_err(|e| VecFileError::io(path, "mmap", e))?)
+        };
+        let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
+        let es = element.size_bytes() as u64;
+        let (n, dim) = match layout {
+            Layout::Bin => {
+                if len < 8 {
+                    return Err(VecFileError::malformed(
+                        path,
+                        format!("file is {len} bytes, too short for the 8-byte header"),
+                    ));
+                }
+                let n = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as u64;
+                let dim = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as u64;
+                check_dim(path, dim)?;
+                let expected = 8 + n * dim * es;
+                if expected != len {
+                    return Err(VecFileError::malformed(
+                        path,
+                        format!(
+                            "header says {n} rows x {dim} dims x {es} bytes = {expected} bytes \
+                             with the header, but the file has {len} bytes"
+                        ),
+                    ));
+                }
+                (n, dim as usize)
+            }
+            Layout::Vecs => {
+                if len < 4 {
+                    return Err(VecFileError::malformed(
+                        path,
+                        format!("file is {len} bytes: no row (empty or truncated)"),
+                    ));
+                }
+                let dim = i32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
+                if dim <= 0 {
+                    return Err(VecFileError::malformed(
+                        path,
+                        format!("first row declares dimension {dim}"),
+                    ));
+                }
+                let dim = dim as u64;
+                check_dim(path, dim)?;
+                let row = 4 + dim * es;
+                if len % row != 0 {
+                    return Err(VecFileError::malformed(
+                        path,
+                        format!(
+                            "file size {len} is not a multiple of the row size {row} \
+                             (4-byte prefix + {dim} x {es} bytes): truncated or mixed dimensions"
+                        ),
+                    ));
+                }
+                (len / row, dim as usize)
+            }
+        };
+        if n > ROWS_MAX {
+            return Err(VecFileError::malformed(
+                path,
+                format!("{n} rows exceed the limit of {ROWS_MAX} (ROWS_MAX)"),
+            ));
+        }
+        Ok(VectorFile { path: path.to_path_buf(), map, layout, element, n, dim })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn len(&self) -> u64 {
+        self.n
+    }
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    pub fn element_type(&self) -> ElementType {
+        self.element
+    }
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+
+    fn check_range(&self, start: u64, count: usize) -> Result<(), VecFileError> {
+        let end = start.checked_add(count as u64).unwrap_or(u64::MAX);
+        if end > self.n {
+            return Err(VecFileError::OutOfRange { path: self.path.clone(), start, end, n: self.n });
+        }
+        Ok(())
+    }
+
+    /// Copies rows `start..start+count` into `out` (cleared first) as `T`,
+    /// which must be the file's element type.
+    pub fn read_rows<T: Element>(
+        &self,
+        start: u64,
+        count: usize,
+        out: &mut Vec<T>,
+    ) -> Result<(), VecFileError> {
+        if T::TYPE != self.element {
+            return Err(VecFileError::TypeMismatch {
+                path: self.path.clone(),
+                found: self.element,
+                wanted: T::TYPE,
+            });
+        }
+        self.check_range(start, count)?;
+        out.clear();
+        out.resize(count * self.dim, T::default());
+        let es = self.element.size_bytes();
+        let row_bytes = self.dim * es;
+        match self.layout {
+            Layout::Bin => {
+                let from = 8 + start as usize * row_bytes;
+                T::copy_from_bytes(&self.bytes()[from..from + count * row_bytes], out);
+            }
+            Layout::Vecs => {
+                let stride = 4 + row_bytes;
+                for r in 0..count {
+                    let at = (start as usize + r) * stride;
+                    let prefix = i32::from_le_bytes(
+                        self.bytes()[at..at + 4].try_into().expect("4 bytes"),
+                    );
+                    if prefix as i64 != self.dim as i64 {
+                        return Err(VecFileError::malformed(
+                            &self.path,
+                            format!(
+                                "row {} declares dimension {prefix}, expected {}",
+                                start as usize + r,
+                                self.dim
+                            ),
+                        ));
+                    }
+                    T::copy_from_bytes(
+                        &self.bytes()[at + 4..at + stride],
+                        &mut out[r * self.dim..(r + 1) * self.dim],
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies rows as f32 whatever the element type (for training and GEMM).
+    pub fn read_rows_f32(
+        &self,
+        start: u64,
+        count: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<(), VecFileError> {
+        crate::with_element!(self.element, T => {
+            let mut tmp: Vec<T> = Vec::new();
+            self.read_rows::<T>(start, count, &mut tmp)?;
+            out.clear();
+            out.extend(tmp.iter().map(|x| x.to_f32()));
+            Ok(())
+        })
+    }
+
+    /// Reads the whole file as `T` (for in-memory builds; the caller checks the
+    /// memory budget first).
+    pub fn read_all<T: Element>(&self) -> Result<Vec<T>, VecFileError> {
+        let mut out = Vec::new();
+        self.read_rows(0, self.n as usize, &mut out)?;
+        Ok(out)
+    }
+}
+
+fn check_dim(path: &Path, dim: u64) -> Result<(), VecFileError> {
+    if dim == 0 {
+        return Err(VecFileError::malformed(path, "dimension is zero"));
+    }
+    if dim > DIM_MAX as u64 {
+        return Err(VecFileError::malformed(
+            path,
+            format!("dimension {dim} exceeds the limit of {DIM_MAX} (DIM_MAX)"),
+        ));
+    }
+    Ok(())
+}
+
+#[allow(unsafe_code)]
+fn map_file(file: &File) -> io::Result<Mmap> {
+    // SAFETY: the mapping is read-only; its contents may change only if another
+    // process writes the file, which basalt documents as unsupported for input
+    // files. All reads are bounds-checked against the length validated on open.
+    let map = unsafe { Mmap::map(file)? };
+    // Rows are read front to back in blocks; tell the kernel to read ahead.
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests;
