@@ -5,3 +5,9 @@
 pub mod distance;
 pub mod element;
 pub mod format;
+pub mod fsutil;
+pub mod vecfile;
+pub mod synth;
+pub mod groundtruth;
+pub mod topk;
+pub mod recall;
