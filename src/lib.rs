@@ -11,3 +11,7 @@ pub mod synth;
 pub mod groundtruth;
 pub mod topk;
 pub mod recall;
+pub mod cli;
+
+/// Largest worker thread count any command accepts.
+pub const THREADS_MAX: usize = 1024;

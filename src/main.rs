@@ -1,1 +1,24 @@
-fn main() {}
+//! The `basalt` binary: parse the command line and run one subcommand.
+
+use anyhow::Result;
+use clap::Parser;
+
+mod commands;
+
+fn main() {
+    let cli = basalt::cli::Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: basalt::cli::Cli) -> Result<()> {
+    use basalt::cli::Command;
+    match cli.command {
+        Command::Demo(a) => commands::demo(a),
+        Command::Gen(a) => commands::generate(a),
+        Command::Gt(a) => commands::ground_truth(a),
+        Command::Recall(a) => commands::recall(a),
+    }
+}

@@ -163,10 +163,29 @@ fn score_block(
     first: u32,
     tops: &mut [TopK],
 ) {
+    thread_local! {
+        // Reused across blocks: a fresh multi-megabyte buffer per task costs
+        // more in page faults than the GEMM saves.
+        static DOTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    DOTS.with_borrow_mut(|dots| score_block_with(qc, x, norms, dim, metric, first, tops, dots));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn score_block_with(
+    qc: &[f32],
+    x: &[f32],
+    norms: &[f32],
+    dim: usize,
+    metric: Metric,
+    first: u32,
+    tops: &mut [TopK],
+    dots: &mut Vec<f32>,
+) {
     let m = qc.len() / dim;
     let n = x.len() / dim;
-    let mut dots = vec![0f32; m * n];
-    gemm_abt(qc, x, m, n, dim, &mut dots);
+    dots.resize(m * n, 0.0);
+    gemm_abt(qc, x, m, n, dim, dots);
     for (i, top) in tops.iter_mut().enumerate() {
         let row = &dots[i * n..(i + 1) * n];
         let mut threshold = top.threshold();
