@@ -11,6 +11,7 @@ pub mod synth;
 pub mod groundtruth;
 pub mod topk;
 pub mod recall;
+pub mod vamana;
 pub mod cli;
 
 /// Largest worker thread count any command accepts.
