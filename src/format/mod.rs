@@ -73,3 +73,4 @@ pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
 pub(crate) fn le_f32(b: &[u8], at: usize) -> f32 {
     f32::from_le_bytes(b[at..at + 4].try_into().expect("4-byte slice"))
 }
+pub mod graph;
