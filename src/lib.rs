@@ -16,3 +16,4 @@ pub mod cli;
 
 /// Largest worker thread count any command accepts.
 pub const THREADS_MAX: usize = 1024;
+pub mod io;
