@@ -24,6 +24,95 @@ pub enum Command {
     Gt(GtArgs),
     /// Recall@k of a results file against a ground-truth file.
     Recall(RecallArgs),
+    /// Build a disk index (PQ + Vamana + page-aligned layout) from a vector file.
+    Build(BuildArgs),
+    /// Print an index's header, manifest, degree statistics and sizes.
+    Inspect(InspectArgs),
+    /// Check every checksum and graph invariant of an index.
+    Verify(InspectArgs),
+    /// Search a disk index with a query file and report recall, QPS and latency per L.
+    Search(SearchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Input vectors (.fbin, .u8bin, .i8bin, .fvecs, .bvecs).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub metric: Metric,
+    /// Output index directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Maximum out-degree.
+    #[arg(long = "R", default_value_t = 64)]
+    pub r: usize,
+    /// Build search list size.
+    #[arg(long = "L", default_value_t = 100)]
+    pub l: usize,
+    #[arg(long, default_value_t = 1.2)]
+    pub alpha: f32,
+    /// PQ bytes per vector (sub-spaces), at most the dimension.
+    #[arg(long, default_value_t = 32)]
+    pub pq_bytes: usize,
+    /// Vectors PQ trains on.
+    #[arg(long, default_value_t = 256_000)]
+    pub pq_sample: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Memory budget of the in-memory build in GiB (default: 90% of available).
+    #[arg(long)]
+    pub build_memory: Option<f64>,
+    /// Replace an existing index at --out.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Index directory.
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Query vectors (same element type and dimension as the index).
+    #[arg(long)]
+    pub queries: PathBuf,
+    /// Ground truth, to report recall@k.
+    #[arg(long)]
+    pub gt: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Comma-separated search list sizes; one result row per L.
+    #[arg(long = "L", value_delimiter = ',', default_value = "10,20,40,80,160")]
+    pub l: Vec<usize>,
+    /// Beam width W: reads per round.
+    #[arg(long, default_value_t = 4)]
+    pub beam: usize,
+    /// Search threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Nodes near the medoid kept in RAM.
+    #[arg(long, default_value_t = 0)]
+    pub cache_nodes: usize,
+    /// uring or pread.
+    #[arg(long, default_value = "uring")]
+    pub reader: crate::io::ReaderKind,
+    /// One JSON object per L on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the ids found at the last L to this file (.ibin) for `basalt recall`.
+    #[arg(long)]
+    pub results: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -17,3 +17,6 @@ pub mod cli;
 /// Largest worker thread count any command accepts.
 pub const THREADS_MAX: usize = 1024;
 pub mod io;
+pub mod pq;
+pub mod index;
+pub mod search;

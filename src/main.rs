@@ -20,5 +20,9 @@ fn run(cli: basalt::cli::Cli) -> Result<()> {
         Command::Gen(a) => commands::generate(a),
         Command::Gt(a) => commands::ground_truth(a),
         Command::Recall(a) => commands::recall(a),
+        Command::Build(a) => commands::build::run(a),
+        Command::Inspect(a) => commands::build::inspect(a),
+        Command::Verify(a) => commands::build::verify(a),
+        Command::Search(a) => commands::search::run(a),
     }
 }

@@ -1,6 +1,9 @@
 //! Subcommand bodies: thin glue between the CLI and the library, with
 //! progress output and summaries. `anyhow` lives here, at the edge.
 
+pub mod build;
+pub mod search;
+
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};

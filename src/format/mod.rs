@@ -74,3 +74,6 @@ pub(crate) fn le_f32(b: &[u8], at: usize) -> f32 {
     f32::from_le_bytes(b[at..at + 4].try_into().expect("4-byte slice"))
 }
 pub mod graph;
+
+pub mod codes;
+pub mod pq;

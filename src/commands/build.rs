@@ -1,0 +1,135 @@
+//! `basalt build`, `inspect` and `verify`.
+
+use anyhow::{Result, bail};
+use indicatif::ProgressBar;
+use parking_lot::Mutex;
+
+use basalt::cli::{BuildArgs, InspectArgs};
+use basalt::index::build::{BuildOptions, Progress, build_index};
+use basalt::vamana::BuildParams;
+
+use super::{progress_bar, thread_pool};
+
+/// Progress bars on stderr, one per phase.
+struct Bars(Mutex<Option<ProgressBar>>);
+
+impl Progress for Bars {
+    fn phase(&self, name: &str, total: u64) {
+        *self.0.lock() = Some(progress_bar(total, name));
+    }
+    fn advance(&self, done: u64) {
+        if let Some(b) = &*self.0.lock() {
+            b.set_position(done);
+        }
+    }
+    fn phase_done(&self) {
+        if let Some(b) = self.0.lock().take() {
+            b.finish_and_clear();
+            eprintln!("  {:<12} done in {:.1}s", b.prefix(), b.elapsed().as_secs_f64());
+        }
+    }
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+}
+
+pub fn run(a: BuildArgs) -> Result<()> {
+    let pool = thread_pool(a.threads)?;
+    if let Some(m) = a.build_memory {
+        if !(m.is_finite() && m > 0.0) {
+            bail!("--build-memory {m} must be a positive number of GiB");
+        }
+    }
+    let opts = BuildOptions {
+        metric: a.metric,
+        graph: BuildParams {
+            degree_max: a.r,
+            list_size: a.l,
+            alpha: a.alpha,
+            passes: 2,
+            seed: a.seed,
+        },
+        pq_chunks: a.pq_bytes,
+        pq_sample_max: a.pq_sample,
+        force: a.force,
+        memory_budget_bytes: a.build_memory.map(|g| (g * (1u64 << 30) as f64) as u64),
+        ..Default::default()
+    };
+    eprintln!(
+        "building {} -> {} (metric {}, R {}, L {}, alpha {}, pq-bytes {}, {} threads, seed {})",
+        a.data.display(),
+        a.out.display(),
+        a.metric,
+        a.r,
+        a.l,
+        a.alpha,
+        a.pq_bytes,
+        pool.current_num_threads(),
+        a.seed
+    );
+    let bars = Bars(Mutex::new(None));
+    let s = pool.install(|| build_index(&a.data, &a.out, &opts, &bars))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&s)?);
+    }
+    eprintln!("built {} x {} in {:.2}s", s.count, s.dim, s.total_s);
+    for (name, secs) in &s.phases {
+        eprintln!("  {name:<10} {secs:>9.2}s");
+    }
+    eprintln!(
+        "  degree min/mean/max {}/{:.1}/{}, medoid {}",
+        s.degree_min, s.degree_mean, s.degree_max, s.medoid
+    );
+    if let Some(p) = s.peak_rss_bytes {
+        eprintln!("  peak memory {}", gib(p));
+    }
+    for f in &s.files {
+        eprintln!("  {:<14} {:>12}  crc32c {:#010x}", f.name, mib(f.bytes), f.crc32c);
+    }
+    Ok(())
+}
+
+pub fn inspect(a: InspectArgs) -> Result<()> {
+    let (m, h, d) = basalt::index::verify::degree_stats(&a.dir)?;
+    let l = h.layout();
+    println!("index        {}", a.dir.display());
+    println!("generation   {} (lsn {})", m.generation, m.lsn);
+    println!("vectors      {} x {} {}, metric {}", m.count, m.dim, m.element, m.metric);
+    println!("graph        R {}, medoid {}, built with L {}, alpha {}, {} passes, seed {}",
+        h.degree_max, h.medoid, h.list_size, h.alpha, h.passes, h.seed);
+    println!(
+        "layout       record {} B, {} per sector, {} sector(s) per record, {} data sectors",
+        l.record_bytes, l.records_per_sector, l.sectors_per_record, l.data_sectors
+    );
+    println!("pq           {} bytes per vector, trained on <= {} vectors", h.pq_chunks, m.build.pq_sample_max);
+    println!("degree       min {} mean {:.2} max {}", d.min, d.mean, d.max);
+    let hist: Vec<String> = d.histogram.iter().map(|c| c.to_string()).collect();
+    println!("degree hist  by tenths of R: [{}]", hist.join(", "));
+    println!("built        from {} with {} threads, basalt {}", m.build.source, m.build.threads, m.build.basalt_version);
+    let mut total = 0;
+    for f in &m.files {
+        total += f.bytes;
+        println!("file         {:<14} {:>12}  crc32c {:#010x}", f.name, mib(f.bytes), f.crc32c);
+    }
+    println!("total        {}", mib(total));
+    Ok(())
+}
+
+pub fn verify(a: InspectArgs) -> Result<()> {
+    let t = std::time::Instant::now();
+    let r = basalt::index::verify::verify_index(&a.dir)?;
+    println!(
+        "ok: {} nodes, {} edges, {} sectors, {} files checked in {:.2}s",
+        r.nodes,
+        r.edges,
+        r.sectors,
+        r.files_checked,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

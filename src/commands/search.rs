@@ -1,0 +1,187 @@
+//! `basalt search`: run a query file against an index at several L and
+//! report recall, QPS and latency per L.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use basalt::cli::SearchArgs;
+use basalt::recall::{check_ground_truth, hit_set, query_recall};
+use basalt::search::{Index, OpenOptions, QueryStats, SearchParams};
+use basalt::vecfile::{GroundTruth, VectorFile, read_ground_truth, write_ground_truth};
+
+/// One row of the report.
+#[derive(serde::Serialize)]
+struct Row {
+    #[serde(rename = "L")]
+    l: usize,
+    beam: usize,
+    threads: usize,
+    k: usize,
+    recall: Option<f64>,
+    qps: f64,
+    latency_us_mean: f64,
+    latency_us_p50: f64,
+    latency_us_p99: f64,
+    reads_mean: f64,
+    hops_mean: f64,
+    cache_hits_mean: f64,
+    io_us_mean: f64,
+    cpu_us_mean: f64,
+}
+
+pub fn run(a: SearchArgs) -> Result<()> {
+    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 || threads > basalt::THREADS_MAX {
+        bail!("--threads {threads} is outside 1..={}", basalt::THREADS_MAX);
+    }
+    let t = Instant::now();
+    let index = Index::open(&a.index, &OpenOptions { reader: a.reader, cache_nodes: a.cache_nodes })?;
+    eprintln!(
+        "opened {} ({} x {} {}, {}) in {:.3}s: reader {}, O_DIRECT {}, cache {} nodes",
+        a.index.display(),
+        index.len(),
+        index.dim(),
+        index.element_type(),
+        index.metric(),
+        t.elapsed().as_secs_f64(),
+        index.reader_kind(),
+        if index.direct_io() { "on" } else { "off (filesystem refused it)" },
+        index.cache_len()
+    );
+    if let Some(why) = index.fallback_reason() {
+        eprintln!("note: io_uring unavailable, using pread: {why}");
+    }
+    let qf = VectorFile::open(&a.queries)?;
+    if qf.dim() != index.dim() {
+        bail!("queries have dimension {}, the index {}", qf.dim(), index.dim());
+    }
+    if qf.element_type() != index.element_type() {
+        bail!("queries hold {}, the index {}", qf.element_type(), index.element_type());
+    }
+    let nq = qf.len() as usize;
+    let mut queries = Vec::new();
+    qf.read_rows_f32(0, nq, &mut queries)?;
+    let gt: Option<GroundTruth> = match &a.gt {
+        Some(p) => {
+            let g = read_ground_truth(p)?;
+            check_ground_truth(&g, nq, a.k).with_context(|| format!("ground truth {}", p.display()))?;
+            Some(g)
+        }
+        None => None,
+    };
+    if !a.json {
+        println!(
+            "{:>6} {:>5} {:>8} {:>10} {:>10} {:>10} {:>10} {:>8} {:>7} {:>7}",
+            "L", "beam", "recall", "QPS", "mean_us", "p50_us", "p99_us", "reads", "hops", "cache"
+        );
+    }
+    let mut last_ids = Vec::new();
+    for &l in &a.l {
+        let params = SearchParams { k: a.k, list_size: l, beam_width: a.beam };
+        params.validate()?;
+        let (row, ids) = run_level(&index, &queries, nq, &params, threads, gt.as_ref())?;
+        if a.json {
+            println!("{}", serde_json::to_string(&row)?);
+        } else {
+            println!(
+                "{:>6} {:>5} {:>8} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>8.1} {:>7.1} {:>7.1}",
+                row.l,
+                row.beam,
+                row.recall.map_or("-".to_string(), |r| format!("{r:.4}")),
+                row.qps,
+                row.latency_us_mean,
+                row.latency_us_p50,
+                row.latency_us_p99,
+                row.reads_mean,
+                row.hops_mean,
+                row.cache_hits_mean
+            );
+        }
+        last_ids = ids;
+    }
+    if let Some(p) = &a.results {
+        let k = a.k;
+        let mut flat = Vec::with_capacity(nq * k);
+        for ids in &last_ids {
+            flat.extend(ids.iter().copied().chain(std::iter::repeat(u32::MAX)).take(k));
+        }
+        write_ground_truth(p, &GroundTruth { n: nq, k, ids: flat, scores: None })?;
+        eprintln!("wrote the ids of the last L to {}", p.display());
+    }
+    Ok(())
+}
+
+fn run_level(
+    index: &Index,
+    queries: &[f32],
+    nq: usize,
+    params: &SearchParams,
+    threads: usize,
+    gt: Option<&GroundTruth>,
+) -> Result<(Row, Vec<Vec<u32>>)> {
+    let dim = index.dim();
+    let next = AtomicUsize::new(0);
+    let started = Instant::now();
+    let per_thread: Vec<Result<Vec<(usize, Vec<u32>, QueryStats, u64)>>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                sc.spawn(|| -> Result<Vec<(usize, Vec<u32>, QueryStats, u64)>> {
+                    let mut s = index.searcher()?;
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= nq {
+                            return Ok(out);
+                        }
+                        let t = Instant::now();
+                        let r = index.search(&mut s, &queries[i * dim..(i + 1) * dim], params)?;
+                        out.push((i, r.ids, r.stats, t.elapsed().as_micros() as u64));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("search thread panicked")).collect()
+    });
+    let wall = started.elapsed().as_secs_f64();
+    let mut ids = vec![Vec::new(); nq];
+    let mut lat = Vec::with_capacity(nq);
+    let (mut reads, mut hops, mut hits, mut io, mut cpu) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    for part in per_thread {
+        for (i, found, st, us) in part? {
+            ids[i] = found;
+            lat.push(us);
+            reads += st.sector_reads as u64;
+            hops += st.rounds as u64;
+            hits += st.cache_hits as u64;
+            io += st.io_us;
+            cpu += st.cpu_us;
+        }
+    }
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize] as f64;
+    let n = nq.max(1) as f64;
+    let recall = gt.map(|g| {
+        ids.iter().enumerate().map(|(q, r)| query_recall(&hit_set(g, q, params.k), r, params.k)).sum::<f64>() / n
+    });
+    Ok((
+        Row {
+            l: params.list_size,
+            beam: params.beam_width,
+            threads,
+            k: params.k,
+            recall,
+            qps: nq as f64 / wall,
+            latency_us_mean: lat.iter().sum::<u64>() as f64 / n,
+            latency_us_p50: if lat.is_empty() { 0.0 } else { pct(0.5) },
+            latency_us_p99: if lat.is_empty() { 0.0 } else { pct(0.99) },
+            reads_mean: reads as f64 / n,
+            hops_mean: hops as f64 / n,
+            cache_hits_mean: hits as f64 / n,
+            io_us_mean: io as f64 / n,
+            cpu_us_mean: cpu as f64 / n,
+        },
+        ids,
+    ))
+}

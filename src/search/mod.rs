@@ -1,0 +1,462 @@
+//! Disk search: open an index once, search it from many threads.
+//!
+//! [`Index`] holds what lives in RAM: the PQ codebook and codes, the graph
+//! layout and the entry cache; the graph file stays on the SSD and is read
+//! through O_DIRECT. Each search thread owns a [`Searcher`] (its sector
+//! reader, one io_uring ring, and scratch), so the hot path shares nothing
+//! mutable.
+//!
+//! Beam search, as in DiskANN: the query's PQ lookup table; a candidate pool
+//! of at most L ordered by PQ distance; each round takes the W best
+//! unvisited candidates, reads their records in one submission (cached ones
+//! cost no I/O), scores each record's full vector exactly (the rerank) and
+//! its neighbours by PQ. It stops when the best L are all visited and returns
+//! the top k by exact distance. Every record read is checksum-verified: a
+//! corrupted sector is an error, never a wrong answer.
+
+mod cache;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustc_hash::FxHashSet;
+
+use crate::distance::{Distance, DistanceElement, Metric, normalize};
+use crate::element::{ElementType};
+use crate::format::FormatError;
+use crate::format::codes::Codes;
+use crate::format::graph::{GraphHeader, Layout, read_graph_header};
+use crate::index::{CODES_FILE, GRAPH_FILE, IndexError, Manifest, PQ_FILE, read_manifest};
+use crate::io::{IoError, ReadRequest, ReaderKind, SectorReader};
+use crate::pq::{Codebook, LookupTable};
+use crate::topk::TopK;
+
+pub use cache::EntryCache;
+
+/// Largest beam width W (reads per round).
+pub const BEAM_WIDTH_MAX: usize = 64;
+/// Largest k.
+pub const K_MAX: usize = 1024;
+/// Largest search list size L.
+pub const LIST_SIZE_MAX: usize = crate::vamana::SEARCH_LIST_MAX;
+/// Largest entry cache, in nodes.
+pub const CACHE_NODES_MAX: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("invalid query: {0}")]
+    Query(String),
+    #[error("invalid search parameters: {0}")]
+    Params(String),
+}
+
+/// How to open an index.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    pub reader: ReaderKind,
+    /// Nodes nearest the medoid (by BFS) kept in RAM.
+    pub cache_nodes: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { reader: ReaderKind::Uring, cache_nodes: 0 }
+    }
+}
+
+/// Per-query knobs.
+#[derive(Clone, Copy, Debug)]
+pub struct SearchParams {
+    pub k: usize,
+    pub list_size: usize,
+    pub beam_width: usize,
+}
+
+impl SearchParams {
+    pub fn validate(&self) -> Result<(), SearchError> {
+        if self.k == 0 || self.k > K_MAX {
+            return Err(SearchError::Params(format!("k = {} is outside 1..={K_MAX} (K_MAX)", self.k)));
+        }
+        if self.list_size < self.k || self.list_size > LIST_SIZE_MAX {
+            return Err(SearchError::Params(format!(
+                "L = {} must be between k = {} and {LIST_SIZE_MAX} (LIST_SIZE_MAX)",
+                self.list_size, self.k
+            )));
+        }
+        if self.beam_width == 0 || self.beam_width > BEAM_WIDTH_MAX {
+            return Err(SearchError::Params(format!(
+                "beam width {} is outside 1..={BEAM_WIDTH_MAX} (BEAM_WIDTH_MAX)",
+                self.beam_width
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What one query cost.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct QueryStats {
+    /// 4 KiB sectors read from the SSD.
+    pub sector_reads: u32,
+    /// Rounds of the beam search (hops).
+    pub rounds: u32,
+    /// Records served from the entry cache.
+    pub cache_hits: u32,
+    /// Full-precision distance evaluations (the rerank).
+    pub exact_distances: u32,
+    /// PQ distance evaluations.
+    pub pq_distances: u32,
+    /// Time waiting on reads.
+    pub io_us: u64,
+    /// Everything else: PQ table, distances, pool upkeep.
+    pub cpu_us: u64,
+}
+
+/// A query's answer: ids and exact distances (smaller is nearer), best first.
+#[derive(Clone, Debug, Default)]
+pub struct SearchResult {
+    pub ids: Vec<u32>,
+    pub distances: Vec<f32>,
+    pub stats: QueryStats,
+}
+
+/// An open index, shared by every search thread.
+pub struct Index {
+    dir: PathBuf,
+    manifest: Manifest,
+    header: GraphHeader,
+    layout: Layout,
+    codebook: Codebook,
+    codes: Codes,
+    graph_path: PathBuf,
+    file: Arc<File>,
+    direct: bool,
+    reader_kind: ReaderKind,
+    fallback_reason: Option<String>,
+    cache: EntryCache,
+}
+
+impl Index {
+    /// Opens the index at `dir`: reads the manifest, the graph header, the PQ
+    /// codebook and codes (checksums verified), opens the graph file with
+    /// O_DIRECT and fills the entry cache.
+    pub fn open(dir: &Path, opts: &OpenOptions) -> Result<Index, SearchError> {
+        if opts.cache_nodes > CACHE_NODES_MAX {
+            return Err(SearchError::Params(format!(
+                "cache of {} nodes exceeds {CACHE_NODES_MAX} (CACHE_NODES_MAX)",
+                opts.cache_nodes
+            )));
+        }
+        let manifest = read_manifest(dir)?;
+        let graph_path = manifest.file(dir, GRAPH_FILE);
+        let header = read_graph_header(&graph_path)?;
+        if header.count != manifest.count || header.dim != manifest.dim {
+            return Err(FormatError::invalid(&graph_path, "graph header disagrees with the manifest").into());
+        }
+        let layout = header.layout();
+        let codebook = crate::format::pq::read_codebook(&manifest.file(dir, PQ_FILE))?;
+        let codes_path = manifest.file(dir, CODES_FILE);
+        let codes = crate::format::codes::read_codes(&codes_path)?;
+        if codes.n() != header.count || codes.chunks() != codebook.chunks() || codebook.dim() != header.dim as usize {
+            return Err(FormatError::invalid(&codes_path, "codes disagree with the graph header or codebook").into());
+        }
+        let (file, direct) = crate::io::open_direct(&graph_path)?;
+        let file = Arc::new(file);
+        // Probe the reader kind once so every searcher uses the same one and a
+        // fallback is reported once.
+        let (probe, why) = crate::io::make_reader_auto(
+            opts.reader,
+            file.clone(),
+            graph_path.clone(),
+            1,
+            layout.sectors_per_record,
+        )?;
+        let reader_kind = probe.kind();
+        let mut index = Index {
+            dir: dir.to_path_buf(),
+            manifest,
+            header,
+            layout,
+            codebook,
+            codes,
+            graph_path,
+            file,
+            direct,
+            reader_kind,
+            fallback_reason: why.map(|e| e.to_string()),
+            cache: EntryCache::default(),
+        };
+        index.cache = EntryCache::fill(&index, probe, opts.cache_nodes)?;
+        Ok(index)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    pub fn header(&self) -> &GraphHeader {
+        &self.header
+    }
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    pub fn dim(&self) -> usize {
+        self.header.dim as usize
+    }
+    pub fn len(&self) -> u64 {
+        self.header.count
+    }
+    pub fn is_empty(&self) -> bool {
+        self.header.count == 0
+    }
+    pub fn metric(&self) -> Metric {
+        self.header.metric
+    }
+    pub fn element_type(&self) -> ElementType {
+        self.header.element
+    }
+    /// Whether reads bypass the page cache (O_DIRECT).
+    pub fn direct_io(&self) -> bool {
+        self.direct
+    }
+    pub fn reader_kind(&self) -> ReaderKind {
+        self.reader_kind
+    }
+    /// Why io_uring was not used, when it was asked for and unavailable.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
+    }
+    pub fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// A per-thread searcher with its own reader.
+    pub fn searcher(&self) -> Result<Searcher, SearchError> {
+        let reader = crate::io::make_reader(
+            self.reader_kind,
+            self.file.clone(),
+            self.graph_path.clone(),
+            BEAM_WIDTH_MAX,
+            self.layout.sectors_per_record,
+        )?;
+        Ok(Searcher {
+            reader,
+            table: self.codebook.lookup_table(&vec![0.0; self.dim()], self.search_metric()),
+            pool: Vec::new(),
+            seen: FxHashSet::default(),
+            query: Vec::new(),
+            batch: Vec::new(),
+            requests: Vec::new(),
+        })
+    }
+
+    /// The metric PQ tables use: cosine data is normalised, so inner product.
+    fn search_metric(&self) -> Metric {
+        match self.header.metric {
+            Metric::Cosine => Metric::InnerProduct,
+            m => m,
+        }
+    }
+
+    /// Validates a query and prepares it (normalised for cosine).
+    fn prepare_query(&self, query: &[f32], out: &mut Vec<f32>) -> Result<(), SearchError> {
+        if query.len() != self.dim() {
+            return Err(SearchError::Query(format!(
+                "dimension {} does not match the index dimension {}",
+                query.len(),
+                self.dim()
+            )));
+        }
+        if let Some(i) = query.iter().position(|x| !x.is_finite()) {
+            return Err(SearchError::Query(format!("value {i} is not finite")));
+        }
+        out.clear();
+        out.extend_from_slice(query);
+        if self.header.metric == Metric::Cosine {
+            normalize(out);
+        }
+        Ok(())
+    }
+
+    /// Searches for the `params.k` nearest neighbours of `query`.
+    pub fn search(
+        &self,
+        s: &mut Searcher,
+        query: &[f32],
+        params: &SearchParams,
+    ) -> Result<SearchResult, SearchError> {
+        params.validate()?;
+        let mut q = std::mem::take(&mut s.query);
+        self.prepare_query(query, &mut q)?;
+        let r = crate::with_element!(self.header.element, T => self.beam_search::<T>(s, &q, params));
+        s.query = q;
+        r
+    }
+
+    fn record_error(&self, id: u32, fault: crate::format::graph::RecordFault) -> SearchError {
+        FormatError::corrupt(
+            &self.graph_path,
+            self.layout.record_offset(id),
+            format!("node {id} (sector {}): {fault}", self.layout.sector_of(id)),
+        )
+        .into()
+    }
+
+    fn beam_search<T: DistanceElement>(
+        &self,
+        s: &mut Searcher,
+        q: &[f32],
+        params: &SearchParams,
+    ) -> Result<SearchResult, SearchError> {
+        let started = Instant::now();
+        let mut stats = QueryStats::default();
+        let mut io_ns = 0u128;
+        self.codebook.fill_lookup_table(q, self.search_metric(), &mut s.table);
+        let qt: Vec<T> = q.iter().map(|&x| T::from_f32(x)).collect();
+        let dist = Distance::<T>::new(self.header.metric);
+        let mut vec_buf: Vec<T> = vec![T::default(); self.dim()];
+        let l = params.list_size;
+        s.pool.clear();
+        s.seen.clear();
+        let mut best = TopK::new(params.k);
+
+        let start = self.header.medoid;
+        s.seen.insert(start);
+        s.pool.push(Cand { distance: s.table.distance(self.codes.row(start)), id: start, visited: false });
+        stats.pq_distances += 1;
+
+        loop {
+            // The W best unvisited candidates among the best L.
+            s.batch.clear();
+            for c in s.pool.iter_mut() {
+                if !c.visited {
+                    c.visited = true;
+                    s.batch.push(c.id);
+                    if s.batch.len() == params.beam_width {
+                        break;
+                    }
+                }
+            }
+            if s.batch.is_empty() {
+                break;
+            }
+            stats.rounds += 1;
+            // One submission for every uncached record of the round.
+            s.requests.clear();
+            for &id in &s.batch {
+                if !self.cache.contains(id) {
+                    s.requests.push(ReadRequest {
+                        offset: self.layout.sector_of(id) * crate::format::SECTOR_BYTES as u64,
+                        sectors: self.layout.sectors_per_record,
+                    });
+                }
+            }
+            if !s.requests.is_empty() {
+                let t = Instant::now();
+                s.reader.read(&s.requests)?;
+                io_ns += t.elapsed().as_nanos();
+                stats.sector_reads += s.requests.len() as u32 * self.layout.sectors_per_record;
+            }
+            let mut slot = 0;
+            for bi in 0..s.batch.len() {
+                let id = s.batch[bi];
+                let bytes: &[u8] = match self.cache.get(id) {
+                    Some(b) => {
+                        stats.cache_hits += 1;
+                        b
+                    }
+                    None => {
+                        let data = s.reader.data(slot);
+                        slot += 1;
+                        let at = self.layout.offset_in_sector(id);
+                        &data[at..at + self.layout.record_bytes as usize]
+                    }
+                };
+                let rec = self.layout.decode_record(id, bytes, false).map_err(|f| self.record_error(id, f))?;
+                rec.vector_into(&mut vec_buf);
+                best.push(dist.eval(&qt, &vec_buf), id);
+                stats.exact_distances += 1;
+                for n in rec.neighbors() {
+                    if n as u64 >= self.header.count {
+                        return Err(self.record_error(
+                            id,
+                            crate::format::graph::RecordFault::NeighborOutOfRange { index: 0, id: n },
+                        ));
+                    }
+                    if !s.seen.insert(n) {
+                        continue;
+                    }
+                    let d = s.table.distance(self.codes.row(n));
+                    stats.pq_distances += 1;
+                    insert_candidate(&mut s.pool, l, Cand { distance: d, id: n, visited: false });
+                }
+            }
+        }
+        let found = best.into_sorted();
+        let total_us = started.elapsed().as_micros() as u64;
+        stats.io_us = (io_ns / 1000) as u64;
+        stats.cpu_us = total_us.saturating_sub(stats.io_us);
+        Ok(SearchResult {
+            ids: found.iter().map(|n| n.id).collect(),
+            distances: found.iter().map(|n| n.distance).collect(),
+            stats,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Cand {
+    distance: f32,
+    id: u32,
+    visited: bool,
+}
+
+/// Inserts into the pool kept sorted by (distance, id), at most `l` long.
+#[inline]
+fn insert_candidate(pool: &mut Vec<Cand>, l: usize, c: Cand) {
+    if pool.len() == l {
+        let w = pool[l - 1];
+        if (c.distance, c.id) >= (w.distance, w.id) {
+            return;
+        }
+    }
+    let pos = pool.partition_point(|x| (x.distance, x.id) < (c.distance, c.id));
+    pool.insert(pos, c);
+    pool.truncate(l);
+}
+
+/// Per-thread search state: the reader (one ring) and reusable scratch.
+pub struct Searcher {
+    reader: Box<dyn SectorReader>,
+    table: LookupTable,
+    pool: Vec<Cand>,
+    seen: FxHashSet<u32>,
+    query: Vec<f32>,
+    batch: Vec<u32>,
+    requests: Vec<ReadRequest>,
+}
+
+impl Searcher {
+    pub fn reader_kind(&self) -> ReaderKind {
+        self.reader.kind()
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_sync() {
+    fn is_sync<T: Sync + Send>() {}
+    is_sync::<Index>();
+}
+
+#[cfg(test)]
+mod tests;
