@@ -2,21 +2,21 @@
 //! (DiskANN done as a product). See ARCHITECTURE.md for the map of modules.
 #![deny(unsafe_code)]
 
+pub mod cli;
 pub mod distance;
 pub mod element;
 pub mod format;
 pub mod fsutil;
-pub mod vecfile;
-pub mod synth;
 pub mod groundtruth;
-pub mod topk;
 pub mod recall;
+pub mod synth;
+pub mod topk;
 pub mod vamana;
-pub mod cli;
+pub mod vecfile;
 
 /// Largest worker thread count any command accepts.
 pub const THREADS_MAX: usize = 1024;
+pub mod index;
 pub mod io;
 pub mod pq;
-pub mod index;
 pub mod search;

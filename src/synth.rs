@@ -131,7 +131,9 @@ impl Mixture {
             self.sample_into(&mut rng, &mut row);
             match T::TYPE {
                 ElementType::F32 => out.extend(row.iter().map(|&x| T::from_f32(x))),
-                ElementType::U8 => out.extend(row.iter().map(|&x| T::from_f32(x * INT_SCALE + 128.0))),
+                ElementType::U8 => {
+                    out.extend(row.iter().map(|&x| T::from_f32(x * INT_SCALE + 128.0)))
+                }
                 ElementType::I8 => out.extend(row.iter().map(|&x| T::from_f32(x * INT_SCALE))),
             }
         }

@@ -55,10 +55,10 @@ impl TopK {
         let n = Neighbor { distance, id };
         if self.heap.len() < self.k {
             self.heap.push(n);
-        } else if let Some(mut worst) = self.heap.peek_mut() {
-            if n < *worst {
-                *worst = n;
-            }
+        } else if let Some(mut worst) = self.heap.peek_mut()
+            && n < *worst
+        {
+            *worst = n;
         }
     }
 

@@ -40,10 +40,10 @@ fn mib(b: u64) -> String {
 
 pub fn run(a: BuildArgs) -> Result<()> {
     let pool = thread_pool(a.threads)?;
-    if let Some(m) = a.build_memory {
-        if !(m.is_finite() && m > 0.0) {
-            bail!("--build-memory {m} must be a positive number of GiB");
-        }
+    if let Some(m) = a.build_memory
+        && !(m.is_finite() && m > 0.0)
+    {
+        bail!("--build-memory {m} must be a positive number of GiB");
     }
     let opts = BuildOptions {
         metric: a.metric,
@@ -100,17 +100,25 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     println!("index        {}", a.dir.display());
     println!("generation   {} (lsn {})", m.generation, m.lsn);
     println!("vectors      {} x {} {}, metric {}", m.count, m.dim, m.element, m.metric);
-    println!("graph        R {}, medoid {}, built with L {}, alpha {}, {} passes, seed {}",
-        h.degree_max, h.medoid, h.list_size, h.alpha, h.passes, h.seed);
+    println!(
+        "graph        R {}, medoid {}, built with L {}, alpha {}, {} passes, seed {}",
+        h.degree_max, h.medoid, h.list_size, h.alpha, h.passes, h.seed
+    );
     println!(
         "layout       record {} B, {} per sector, {} sector(s) per record, {} data sectors",
         l.record_bytes, l.records_per_sector, l.sectors_per_record, l.data_sectors
     );
-    println!("pq           {} bytes per vector, trained on <= {} vectors", h.pq_chunks, m.build.pq_sample_max);
+    println!(
+        "pq           {} bytes per vector, trained on <= {} vectors",
+        h.pq_chunks, m.build.pq_sample_max
+    );
     println!("degree       min {} mean {:.2} max {}", d.min, d.mean, d.max);
     let hist: Vec<String> = d.histogram.iter().map(|c| c.to_string()).collect();
     println!("degree hist  by tenths of R: [{}]", hist.join(", "));
-    println!("built        from {} with {} threads, basalt {}", m.build.source, m.build.threads, m.build.basalt_version);
+    println!(
+        "built        from {} with {} threads, basalt {}",
+        m.build.source, m.build.threads, m.build.basalt_version
+    );
     let mut total = 0;
     for f in &m.files {
         total += f.bytes;

@@ -79,7 +79,9 @@ pub fn ground_truth(a: GtArgs) -> Result<()> {
     let t = Instant::now();
     let pb = progress_bar(base.len(), "gt");
     let gt = pool.install(|| {
-        basalt::groundtruth::exact_knn(&base, &queries, a.k, a.metric, &|done| pb.set_position(done))
+        basalt::groundtruth::exact_knn(&base, &queries, a.k, a.metric, &|done| {
+            pb.set_position(done)
+        })
     })?;
     pb.finish_and_clear();
     let secs = t.elapsed().as_secs_f64();
@@ -108,12 +110,7 @@ pub fn recall(a: RecallArgs) -> Result<()> {
     let res = read_ground_truth(&a.results)?;
     let rows: Vec<Vec<u32>> = (0..res.n).map(|q| res.ids(q).to_vec()).collect();
     if res.k < a.k {
-        bail!(
-            "{} holds {} results per query, fewer than k = {}",
-            a.results.display(),
-            res.k,
-            a.k
-        );
+        bail!("{} holds {} results per query, fewer than k = {}", a.results.display(), res.k, a.k);
     }
     let r = basalt::recall::mean_recall(&gt, &rows, a.k)
         .with_context(|| format!("scoring {} against {}", a.results.display(), a.gt.display()))?;
@@ -155,7 +152,39 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         out: gt.clone(),
         threads: None,
     })?;
-    recall(RecallArgs { gt: gt.clone(), results: gt.clone(), k: 10 })?;
+    let index = dir.join("index");
+    build::run(basalt::cli::BuildArgs {
+        data: base.clone(),
+        metric: basalt::distance::Metric::L2,
+        out: index.clone(),
+        r: 32,
+        l: 64,
+        alpha: 1.2,
+        pq_bytes: (a.dim / 4).clamp(1, 32),
+        pq_sample: 256_000,
+        threads: None,
+        seed: 42,
+        build_memory: None,
+        force: true,
+        json: false,
+    })?;
+    build::verify(basalt::cli::InspectArgs { dir: index.clone() })?;
+    let results = dir.join("results.ibin");
+    search::run(basalt::cli::SearchArgs {
+        index: index.clone(),
+        queries: queries.clone(),
+        gt: Some(gt.clone()),
+        k: 10,
+        l: vec![10, 20, 40, 80],
+        beam: 4,
+        threads: None,
+        cache_nodes: 256,
+        reader: basalt::io::ReaderKind::Uring,
+        json: false,
+        results: Some(results.clone()),
+    })?;
+    recall(RecallArgs { gt: gt.clone(), results, k: 10 })?;
+    eprintln!("== demo done: files in {} ==", dir.display());
     Ok(())
 }
 

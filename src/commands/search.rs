@@ -32,12 +32,14 @@ struct Row {
 }
 
 pub fn run(a: SearchArgs) -> Result<()> {
-    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads =
+        a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads == 0 || threads > basalt::THREADS_MAX {
         bail!("--threads {threads} is outside 1..={}", basalt::THREADS_MAX);
     }
     let t = Instant::now();
-    let index = Index::open(&a.index, &OpenOptions { reader: a.reader, cache_nodes: a.cache_nodes })?;
+    let index =
+        Index::open(&a.index, &OpenOptions { reader: a.reader, cache_nodes: a.cache_nodes })?;
     eprintln!(
         "opened {} ({} x {} {}, {}) in {:.3}s: reader {}, O_DIRECT {}, cache {} nodes",
         a.index.display(),
@@ -66,7 +68,8 @@ pub fn run(a: SearchArgs) -> Result<()> {
     let gt: Option<GroundTruth> = match &a.gt {
         Some(p) => {
             let g = read_ground_truth(p)?;
-            check_ground_truth(&g, nq, a.k).with_context(|| format!("ground truth {}", p.display()))?;
+            check_ground_truth(&g, nq, a.k)
+                .with_context(|| format!("ground truth {}", p.display()))?;
             Some(g)
         }
         None => None,
@@ -113,6 +116,9 @@ pub fn run(a: SearchArgs) -> Result<()> {
     Ok(())
 }
 
+/// One query's answer: (query index, ids, stats, latency in us).
+type Answer = (usize, Vec<u32>, QueryStats, u64);
+
 fn run_level(
     index: &Index,
     queries: &[f32],
@@ -124,10 +130,10 @@ fn run_level(
     let dim = index.dim();
     let next = AtomicUsize::new(0);
     let started = Instant::now();
-    let per_thread: Vec<Result<Vec<(usize, Vec<u32>, QueryStats, u64)>>> = std::thread::scope(|sc| {
+    let per_thread: Vec<Result<Vec<Answer>>> = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                sc.spawn(|| -> Result<Vec<(usize, Vec<u32>, QueryStats, u64)>> {
+                sc.spawn(|| -> Result<Vec<Answer>> {
                     let mut s = index.searcher()?;
                     let mut out = Vec::new();
                     loop {
@@ -163,7 +169,11 @@ fn run_level(
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize] as f64;
     let n = nq.max(1) as f64;
     let recall = gt.map(|g| {
-        ids.iter().enumerate().map(|(q, r)| query_recall(&hit_set(g, q, params.k), r, params.k)).sum::<f64>() / n
+        ids.iter()
+            .enumerate()
+            .map(|(q, r)| query_recall(&hit_set(g, q, params.k), r, params.k))
+            .sum::<f64>()
+            / n
     });
     Ok((
         Row {

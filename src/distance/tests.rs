@@ -9,10 +9,7 @@ fn close(a: f32, b: f32, scale: f32) -> bool {
 
 fn f32_pair() -> impl Strategy<Value = (Vec<f32>, Vec<f32>)> {
     (0usize..300).prop_flat_map(|n| {
-        (
-            proptest::collection::vec(-10.0f32..10.0, n),
-            proptest::collection::vec(-10.0f32..10.0, n),
-        )
+        (proptest::collection::vec(-10.0f32..10.0, n), proptest::collection::vec(-10.0f32..10.0, n))
     })
 }
 

@@ -220,7 +220,8 @@ macro_rules! int_avx512_kernels {
                     i += 64;
                 }
                 while i < n {
-                    let m: __mmask32 = if n - i >= 32 { u32::MAX } else { ((1u64 << (n - i)) - 1) as u32 };
+                    let m: __mmask32 =
+                        if n - i >= 32 { u32::MAX } else { ((1u64 << (n - i)) - 1) as u32 };
                     let a0 = $widen(_mm256_maskz_loadu_epi8(m, pa.add(i).cast()));
                     let b0 = $widen(_mm256_maskz_loadu_epi8(m, pb.add(i).cast()));
                     let d0 = _mm512_sub_epi16(a0, b0);
@@ -249,7 +250,8 @@ macro_rules! int_avx512_kernels {
                     i += 64;
                 }
                 while i < n {
-                    let m: __mmask32 = if n - i >= 32 { u32::MAX } else { ((1u64 << (n - i)) - 1) as u32 };
+                    let m: __mmask32 =
+                        if n - i >= 32 { u32::MAX } else { ((1u64 << (n - i)) - 1) as u32 };
                     let a0 = $widen(_mm256_maskz_loadu_epi8(m, pa.add(i).cast()));
                     let b0 = $widen(_mm256_maskz_loadu_epi8(m, pb.add(i).cast()));
                     acc0 = _mm512_add_epi32(acc0, _mm512_madd_epi16(a0, b0));
@@ -269,7 +271,8 @@ macro_rules! int_avx512_kernels {
             // SAFETY: as in the l2 kernel above.
             unsafe {
                 while i < n {
-                    let m: __mmask32 = if n - i >= 32 { u32::MAX } else { ((1u64 << (n - i)) - 1) as u32 };
+                    let m: __mmask32 =
+                        if n - i >= 32 { u32::MAX } else { ((1u64 << (n - i)) - 1) as u32 };
                     let a0 = $widen(_mm256_maskz_loadu_epi8(m, pa.add(i).cast()));
                     let b0 = $widen(_mm256_maskz_loadu_epi8(m, pb.add(i).cast()));
                     dot = _mm512_add_epi32(dot, _mm512_madd_epi16(a0, b0));

@@ -78,8 +78,7 @@ impl Layout {
         } else {
             (0, (record_bytes as usize).div_ceil(SECTOR_BYTES) as u32)
         };
-        let data_sectors =
-            if rps > 0 { count.div_ceil(rps as u64) } else { count * spr as u64 };
+        let data_sectors = if rps > 0 { count.div_ceil(rps as u64) } else { count * spr as u64 };
         Layout {
             record_bytes,
             records_per_sector: rps,
@@ -318,7 +317,13 @@ impl Layout {
     }
 
     /// Encodes node `id`'s record into `out` (exactly `record_bytes` long).
-    pub fn encode_record<T: Element>(&self, id: u32, vector: &[T], neighbors: &[u32], out: &mut [u8]) {
+    pub fn encode_record<T: Element>(
+        &self,
+        id: u32,
+        vector: &[T],
+        neighbors: &[u32],
+        out: &mut [u8],
+    ) {
         assert_eq!(vector.len(), self.dim as usize, "vector length must equal dim");
         assert!(neighbors.len() <= self.degree_max as usize, "degree must be <= R");
         assert_eq!(out.len(), self.record_bytes as usize, "record buffer size");
@@ -378,7 +383,11 @@ impl GraphWriter {
     }
 
     /// Appends the next node's record (ids must come in order from 0).
-    pub fn append<T: Element>(&mut self, vector: &[T], neighbors: &[u32]) -> Result<(), FormatError> {
+    pub fn append<T: Element>(
+        &mut self,
+        vector: &[T],
+        neighbors: &[u32],
+    ) -> Result<(), FormatError> {
         assert!(self.next_id < self.layout.count, "more records than the header's count");
         let id = self.next_id as u32;
         let mut rec = std::mem::take(&mut self.record);
@@ -390,7 +399,7 @@ impl GraphWriter {
             }
             self.sector[self.used..self.used + rb].copy_from_slice(&rec);
             self.used += rb;
-            if (id + 1) % self.layout.records_per_sector == 0 {
+            if (id + 1).is_multiple_of(self.layout.records_per_sector) {
                 self.flush_sector()?;
             }
         } else {
@@ -410,7 +419,10 @@ impl GraphWriter {
         if self.used > 0 {
             self.flush_sector()?;
         }
-        let file = self.out.into_inner().map_err(|e| FormatError::io(&self.path, "flush", e.into_error()))?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| FormatError::io(&self.path, "flush", e.into_error()))?;
         file.sync_all().map_err(|e| FormatError::io(&self.path, "fsync", e))?;
         let bytes = file.metadata().map_err(|e| FormatError::io(&self.path, "stat", e))?.len();
         assert_eq!(bytes, self.layout.file_bytes(), "graph file size must match its layout");
@@ -484,8 +496,14 @@ mod tests {
             let h = header(dim, ElementType::F32, 6, n);
             let p = dir.path().join(format!("g{dim}"));
             let mut w = GraphWriter::create(&p, &h).unwrap();
-            let vec_of = |i: u64| (0..dim).map(|j| (i * 1000 + j as u64) as f32).collect::<Vec<f32>>();
-            let nb_of = |i: u64| ((i + 1) % n..((i + 1) % n + (i % 7).min(6))).map(|x| (x % n) as u32).filter(|&x| x as u64 != i).collect::<Vec<u32>>();
+            let vec_of =
+                |i: u64| (0..dim).map(|j| (i * 1000 + j as u64) as f32).collect::<Vec<f32>>();
+            let nb_of = |i: u64| {
+                ((i + 1) % n..((i + 1) % n + (i % 7).min(6)))
+                    .map(|x| (x % n) as u32)
+                    .filter(|&x| x as u64 != i)
+                    .collect::<Vec<u32>>()
+            };
             for i in 0..n {
                 w.append(&vec_of(i), &nb_of(i)).unwrap();
             }

@@ -9,7 +9,6 @@
 //! the exact distance kernel and sorted by (distance, id), so GEMM rounding
 //! never decides a rank and ties go to the smaller id.
 
-
 use rayon::prelude::*;
 
 use crate::distance::{Distance, DistanceElement, Metric, normalize};
@@ -117,9 +116,9 @@ fn exact_knn_typed<T: DistanceElement>(
             _ => Vec::new(),
         };
         let first = start as u32;
-        q.par_chunks(QUERY_CHUNK * dim).zip(tops.par_chunks_mut(QUERY_CHUNK)).for_each(
-            |(qc, tc)| score_block(qc, &x, &norms, dim, metric, first, tc),
-        );
+        q.par_chunks(QUERY_CHUNK * dim)
+            .zip(tops.par_chunks_mut(QUERY_CHUNK))
+            .for_each(|(qc, tc)| score_block(qc, &x, &norms, dim, metric, first, tc));
         start += rows as u64;
         progress(start);
     }
@@ -139,7 +138,11 @@ fn exact_knn_typed<T: DistanceElement>(
                 base.read_rows::<T>(cand.id as u64, 1, &mut row)?;
                 best.push(dist.eval(qv, &row), cand.id);
             }
-            Ok(best.into_sorted().into_iter().map(|n| (n.id, metric.score_from_distance(n.distance))).collect())
+            Ok(best
+                .into_sorted()
+                .into_iter()
+                .map(|n| (n.id, metric.score_from_distance(n.distance)))
+                .collect())
         })
         .collect();
     let mut ids = Vec::with_capacity(nq * k);
@@ -244,8 +247,11 @@ pub fn brute_force_scalar<T: Element + DistanceElement>(
     queries
         .chunks_exact(dim)
         .map(|q| {
-            let mut all: Vec<(f32, u32)> =
-                base.chunks_exact(dim).enumerate().map(|(i, x)| (dist.eval(q, x), i as u32)).collect();
+            let mut all: Vec<(f32, u32)> = base
+                .chunks_exact(dim)
+                .enumerate()
+                .map(|(i, x)| (dist.eval(q, x), i as u32))
+                .collect();
             all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             all.truncate(k);
             all.into_iter().map(|(d, i)| (i, d)).collect()

@@ -35,9 +35,10 @@ fn check<T: DistanceElement>(metric: Metric, block_rows: usize) {
             assert!((scores[j] - ws).abs() <= tol, "{metric} q{q} rank {j}: {} vs {ws}", scores[j]);
             // Ids must agree unless the true distance is tied (within
             // rounding) with a neighbouring rank.
-            let tied = want.iter().enumerate().any(|(i, &(_, d))| {
-                i != j && (metric.score_from_distance(d) - ws).abs() <= tol
-            });
+            let tied = want
+                .iter()
+                .enumerate()
+                .any(|(i, &(_, d))| i != j && (metric.score_from_distance(d) - ws).abs() <= tol);
             if !tied {
                 assert_eq!(ids[j], wid, "{metric} q{q} rank {j}");
             }
@@ -71,7 +72,11 @@ fn bad_parameters_are_errors() {
     write_stream::<f32>(&m, &a, 50, 1, STREAM_BASE, &|_| {}).unwrap();
     write_stream::<f32>(&m2, &b, 5, 1, STREAM_BASE, &|_| {}).unwrap();
     let (a, b) = (VectorFile::open(&a).unwrap(), VectorFile::open(&b).unwrap());
-    assert!(exact_knn(&a, &b, 5, Metric::L2, &|_| {}).unwrap_err().to_string().contains("dimension"));
+    assert!(
+        exact_knn(&a, &b, 5, Metric::L2, &|_| {}).unwrap_err().to_string().contains("dimension")
+    );
     assert!(exact_knn(&a, &a, 0, Metric::L2, &|_| {}).is_err());
-    assert!(exact_knn(&a, &a, 51, Metric::L2, &|_| {}).unwrap_err().to_string().contains("exceeds"));
+    assert!(
+        exact_knn(&a, &a, 51, Metric::L2, &|_| {}).unwrap_err().to_string().contains("exceeds")
+    );
 }

@@ -154,7 +154,10 @@ fn check_input(file: &VectorFile, opts: &BuildOptions) -> Result<(), IndexError>
         return Err(IndexError::Input(format!("{path}: holds no vectors")));
     }
     if file.len() >= u32::MAX as u64 {
-        return Err(IndexError::Input(format!("{path}: {} vectors exceed the node id space", file.len())));
+        return Err(IndexError::Input(format!(
+            "{path}: {} vectors exceed the node id space",
+            file.len()
+        )));
     }
     if opts.pq_chunks == 0 || opts.pq_chunks > file.dim() {
         return Err(IndexError::Input(format!(
@@ -373,7 +376,11 @@ fn install(tmp: &Path, out: &Path, force: bool) -> Result<(), IndexError> {
 }
 
 /// Reads all vectors, rejecting non-finite values; normalises for cosine.
-fn load<T: Element>(file: &VectorFile, metric: Metric, progress: &dyn Progress) -> Result<Vec<T>, IndexError> {
+fn load<T: Element>(
+    file: &VectorFile,
+    metric: Metric,
+    progress: &dyn Progress,
+) -> Result<Vec<T>, IndexError> {
     let n = file.len();
     let dim = file.dim();
     progress.phase("load", n);

@@ -81,7 +81,10 @@ pub fn verify_index(dir: &Path) -> Result<VerifyReport, IndexError> {
     if codes.n() != m.count || codes.chunks() != header.pq_chunks as usize {
         return Err(IndexError::Input(format!(
             "codes file holds {} x {} codes, the index has {} nodes x {} chunks",
-            codes.n(), codes.chunks(), m.count, header.pq_chunks
+            codes.n(),
+            codes.chunks(),
+            m.count,
+            header.pq_chunks
         )));
     }
     // Whole-file checksums last: the record scan names a bad node precisely,

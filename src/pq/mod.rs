@@ -34,12 +34,14 @@ use rayon::prelude::*;
 
 use crate::distance::{DIM_MAX, Metric};
 use crate::element::Element;
-use kmeans::CenterTable;
+use kmeans::{CENTER_BLOCK, CenterTable};
 
 /// Centres per chunk: a code byte indexes one of them.
 pub const PQ_CENTROIDS: usize = 256;
 const _: () =
     assert!(PQ_CENTROIDS == u8::MAX as usize + 1, "a code byte must address every centre");
+// Lookup-table rows are filled a centre block at a time.
+const _: () = assert!(PQ_CENTROIDS.is_multiple_of(CENTER_BLOCK));
 
 /// Default number of training rows.
 pub const PQ_SAMPLE_DEFAULT: usize = 256_000;
@@ -268,11 +270,11 @@ impl Codebook {
 
     /// Encodes `v` (length `dim`) into `out` (length M).
     pub fn encode(&self, v: &[f32], out: &mut [u8]) {
-        self.encode_row(v, out, &mut [0f32; PQ_CENTROIDS]);
+        self.encode_row(v, out, &mut vec![0f32; self.dim]);
     }
 
     /// Encodes `rows.len() / dim` rows into `out` (M bytes per row), in
-    /// parallel, converting elements to f32 on the fly.
+    /// parallel, converting elements to f32.
     pub fn encode_batch<T: Element>(&self, rows: &[T], out: &mut [u8]) {
         let (dim, chunks) = (self.dim, self.chunks());
         assert!(rows.len().is_multiple_of(dim), "rows must be whole vectors of dimension {dim}");
@@ -280,22 +282,23 @@ impl Codebook {
         rows.par_chunks(ENCODE_BLOCK_ROWS * dim)
             .zip(out.par_chunks_mut(ENCODE_BLOCK_ROWS * chunks))
             .for_each(|(rows, out)| {
-                let mut scratch = [0f32; PQ_CENTROIDS];
+                let mut residual = vec![0f32; dim];
                 for (row, code) in rows.chunks_exact(dim).zip(out.chunks_exact_mut(chunks)) {
-                    self.encode_row(row, code, &mut scratch);
+                    self.encode_row(row, code, &mut residual);
                 }
             });
     }
 
-    fn encode_row<T: Element>(&self, v: &[T], out: &mut [u8], scratch: &mut [f32; PQ_CENTROIDS]) {
+    /// Encodes one row through `residual`, a buffer of `dim` values.
+    fn encode_row<T: Element>(&self, v: &[T], out: &mut [u8], residual: &mut [f32]) {
         assert_eq!(v.len(), self.dim, "vector dimension differs from the codebook's");
         assert_eq!(out.len(), self.chunks(), "code length differs from the codebook's M");
+        for ((r, x), c) in residual.iter_mut().zip(v).zip(&self.centroid) {
+            *r = x.to_f32() - c;
+        }
         for ((o, table), w) in out.iter_mut().zip(&self.tables).zip(self.chunk_offsets.windows(2)) {
-            let (lo, hi) = (w[0] as usize, w[1] as usize);
-            let residual =
-                v[lo..hi].iter().zip(&self.centroid[lo..hi]).map(|(x, c)| x.to_f32() - c);
             // A centre index is below PQ_CENTROIDS = 256, so it fits a byte.
-            *o = table.nearest_iter(residual, scratch).0 as u8;
+            *o = table.nearest(&residual[w[0] as usize..w[1] as usize]).0 as u8;
         }
     }
 
@@ -328,29 +331,39 @@ impl Codebook {
         lut.table.clear();
         lut.table.resize(self.chunks() * PQ_CENTROIDS, 0.0);
         let rows = lut.table.chunks_exact_mut(PQ_CENTROIDS);
+        let tables = self.tables.iter().zip(self.chunk_offsets.windows(2));
         match metric {
             Metric::L2 => {
                 lut.bias = 0.0;
-                for ((row, table), w) in rows.zip(&self.tables).zip(self.chunk_offsets.windows(2)) {
-                    for (j, d) in (w[0] as usize..w[1] as usize).enumerate() {
-                        let r = query[d] - self.centroid[d];
-                        // The direct difference form, not the dot-product
-                        // one: tables are built once per query, and exact
-                        // entries keep PQ distances faithful far from the
-                        // centroid too.
-                        for (t, &c) in row.iter_mut().zip(table.column(j)) {
-                            *t += (r - c) * (r - c);
+                for (row, (table, w)) in rows.zip(tables) {
+                    let (lo, hi) = (w[0] as usize, w[1] as usize);
+                    for (b, out) in row.chunks_exact_mut(CENTER_BLOCK).enumerate() {
+                        for (j, (&q, &mean)) in
+                            query[lo..hi].iter().zip(&self.centroid[lo..hi]).enumerate()
+                        {
+                            let rj = q - mean;
+                            // Blocks hold -2c exactly, so rj + 0.5 * (-2c) is
+                            // exactly rj - c: the direct difference form, not
+                            // the dot-product one, keeps entries exact far
+                            // from the centroid too.
+                            for (t, &c) in out.iter_mut().zip(table.block(b, j)) {
+                                let d = rj + 0.5 * c;
+                                *t += d * d;
+                            }
                         }
                     }
                 }
             }
             Metric::InnerProduct | Metric::Cosine => {
                 lut.bias = -query.iter().zip(&self.centroid).map(|(q, c)| q * c).sum::<f32>();
-                for ((row, table), w) in rows.zip(&self.tables).zip(self.chunk_offsets.windows(2)) {
-                    for (j, d) in (w[0] as usize..w[1] as usize).enumerate() {
-                        let q = query[d];
-                        for (t, &c) in row.iter_mut().zip(table.column(j)) {
-                            *t -= q * c;
+                for (row, (table, w)) in rows.zip(tables) {
+                    let q = &query[w[0] as usize..w[1] as usize];
+                    for (b, out) in row.chunks_exact_mut(CENTER_BLOCK).enumerate() {
+                        for (j, &qj) in q.iter().enumerate() {
+                            // -(q.c) = 0.5 * q.(-2c), exactly.
+                            for (t, &c) in out.iter_mut().zip(table.block(b, j)) {
+                                *t += 0.5 * qj * c;
+                            }
                         }
                     }
                 }

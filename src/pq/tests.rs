@@ -38,7 +38,7 @@ fn relative_error(cb: &Codebook, rows: &[f32]) -> f64 {
     err / spread
 }
 
-// On a seeded 32-d mixture at M = dim/4 = 8 the reconstruction MSE stays under 0.2 of the spread (measured 0.063).
+// On a seeded 32-d mixture at M = dim/4 = 8 the reconstruction MSE stays under 0.05 of the spread (measured 0.021).
 #[test]
 fn reconstruction_error_is_small() {
     let (dim, n) = (32, 4000);
@@ -46,11 +46,11 @@ fn reconstruction_error_is_small() {
     let cb = train(&rows, dim, dim / 4);
     let rel = relative_error(&cb, &rows);
     eprintln!("relative reconstruction error at M=8: {rel:.4}");
-    assert!(rel < 0.2, "relative error {rel}");
-    // More bytes per code must not be worse: M = 16 (measured 0.017).
+    assert!(rel < 0.05, "relative error {rel}");
+    // Twice the bytes per code: M = 16 (measured 0.0036).
     let rel16 = relative_error(&train(&rows, dim, 16), &rows);
     eprintln!("relative reconstruction error at M=16: {rel16:.4}");
-    assert!(rel16 < rel);
+    assert!(rel16 < 0.01 && rel16 < rel, "relative error {rel16} at M=16");
 }
 
 // LookupTable::distance equals the exact l2 / negated ip between the query and decode(code).
@@ -100,8 +100,9 @@ fn distance_batch_matches_distance() {
     }
 }
 
-// PQ-only ranking (5K points, 32-d, M=16, 100 queries) puts the true nearest neighbour in the PQ
-// top-10 for >= 0.9 of queries (measured 1.00).
+// PQ-only ranking (5K points, 32-d, M=16, 100 queries): the true nearest neighbour is in the PQ
+// top-10 for >= 0.95 of queries (measured 1.00), is the PQ top-1 for >= 0.65 (measured 0.78), and
+// the PQ top-10 overlaps the exact top-10 by >= 0.78 (10-recall@10, measured 0.868).
 #[test]
 fn pq_ranking_recall() {
     let (dim, n, nq, chunks) = (32, 5000, 100, 16);
@@ -109,24 +110,27 @@ fn pq_ranking_recall() {
     let queries = mixture(dim, nq, STREAM_QUERIES);
     let cb = train(&base, dim, chunks);
     let codes = encode_all(&cb, &base);
-    let mut hits = 0;
+    let top10 = |scores: Vec<f32>| {
+        let mut ranked: Vec<(f32, usize)> = scores.into_iter().zip(0..).collect();
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        ranked[..10].iter().map(|r| r.1).collect::<Vec<usize>>()
+    };
+    let (mut in_top10, mut top1, mut overlap) = (0, 0, 0);
     for q in queries.chunks_exact(dim) {
-        let truth = base
-            .chunks_exact(dim)
-            .map(|row| l2_squared(q, row))
-            .enumerate()
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .unwrap()
-            .0;
+        let exact = top10(base.chunks_exact(dim).map(|row| l2_squared(q, row)).collect());
         let lut = cb.lookup_table(q, Metric::L2);
-        let mut scored: Vec<(f32, usize)> =
-            codes.chunks_exact(chunks).map(|c| lut.distance(c)).zip(0..).collect();
-        scored.select_nth_unstable_by(10, |a, b| a.0.total_cmp(&b.0));
-        hits += usize::from(scored[..10].iter().any(|&(_, id)| id == truth));
+        let approx = top10(codes.chunks_exact(chunks).map(|c| lut.distance(c)).collect());
+        in_top10 += usize::from(approx.contains(&exact[0]));
+        top1 += usize::from(approx[0] == exact[0]);
+        overlap += approx.iter().filter(|id| exact.contains(id)).count();
     }
-    let recall = hits as f64 / nq as f64;
-    eprintln!("PQ-only top-10 recall of the true nearest neighbour: {recall:.2}");
-    assert!(recall >= 0.9, "recall {recall}");
+    let in_top10 = in_top10 as f64 / nq as f64;
+    let top1 = top1 as f64 / nq as f64;
+    let recall10 = overlap as f64 / (10 * nq) as f64;
+    eprintln!("PQ-only: NN in top-10 {in_top10:.2}, top-1 {top1:.2}, 10-recall@10 {recall10:.3}");
+    assert!(in_top10 >= 0.95, "NN in PQ top-10 for {in_top10}");
+    assert!(top1 >= 0.65, "PQ top-1 is the NN for {top1}");
+    assert!(recall10 >= 0.78, "10-recall@10 {recall10}");
 }
 
 // Training gives bit-identical codebooks on 1 and 2 threads, and with the same seed twice.
@@ -231,4 +235,30 @@ fn from_parts_validates() {
     let mut centers = vec![0.0; 1024];
     centers[9] = f32::NAN;
     assert!(Codebook::from_parts(4, vec![0, 4], vec![0.0; 4], centers).is_err());
+}
+
+#[test]
+#[ignore]
+fn zz_speed() {
+    let (dim, n) = (128, 50_000);
+    let rows = Mixture::new(dim, 64, 1).unwrap().block::<f32>(1, 0, 0, n);
+    let t = std::time::Instant::now();
+    let cb = Codebook::train(&rows, dim, &PqParams::new(32, 1)).unwrap();
+    let train = t.elapsed();
+    let t = std::time::Instant::now();
+    let codes = encode_all(&cb, &rows);
+    let enc = t.elapsed();
+    let lut = cb.lookup_table(&rows[..dim], Metric::L2);
+    let t = std::time::Instant::now();
+    let mut s = 0.0;
+    for _ in 0..20 {
+        for c in codes.chunks_exact(32) {
+            s += lut.distance(c);
+        }
+    }
+    let dist = t.elapsed();
+    eprintln!(
+        "train {train:?} ({} GFMA/s), encode {enc:?}, 1M distances {dist:?} {s}",
+        (n * 256 * dim * 12) as f64 / train.as_secs_f64() / 1e9
+    );
 }

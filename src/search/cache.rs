@@ -62,7 +62,8 @@ impl EntryCache {
                 reader.read(&req)?;
                 let at = layout.offset_in_sector(id);
                 let bytes = &reader.data(0)[at..at + layout.record_bytes as usize];
-                let rec = layout.decode_record(id, bytes, true).map_err(|f| index.record_error(id, f))?;
+                let rec =
+                    layout.decode_record(id, bytes, true).map_err(|f| index.record_error(id, f))?;
                 for n in rec.neighbors() {
                     if seen.insert(n) {
                         next.push(n);

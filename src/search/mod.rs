@@ -24,7 +24,7 @@ use std::time::Instant;
 use rustc_hash::FxHashSet;
 
 use crate::distance::{Distance, DistanceElement, Metric, normalize};
-use crate::element::{ElementType};
+use crate::element::ElementType;
 use crate::format::FormatError;
 use crate::format::codes::Codes;
 use crate::format::graph::{GraphHeader, Layout, read_graph_header};
@@ -83,7 +83,10 @@ pub struct SearchParams {
 impl SearchParams {
     pub fn validate(&self) -> Result<(), SearchError> {
         if self.k == 0 || self.k > K_MAX {
-            return Err(SearchError::Params(format!("k = {} is outside 1..={K_MAX} (K_MAX)", self.k)));
+            return Err(SearchError::Params(format!(
+                "k = {} is outside 1..={K_MAX} (K_MAX)",
+                self.k
+            )));
         }
         if self.list_size < self.k || self.list_size > LIST_SIZE_MAX {
             return Err(SearchError::Params(format!(
@@ -159,14 +162,25 @@ impl Index {
         let graph_path = manifest.file(dir, GRAPH_FILE);
         let header = read_graph_header(&graph_path)?;
         if header.count != manifest.count || header.dim != manifest.dim {
-            return Err(FormatError::invalid(&graph_path, "graph header disagrees with the manifest").into());
+            return Err(FormatError::invalid(
+                &graph_path,
+                "graph header disagrees with the manifest",
+            )
+            .into());
         }
         let layout = header.layout();
         let codebook = crate::format::pq::read_codebook(&manifest.file(dir, PQ_FILE))?;
         let codes_path = manifest.file(dir, CODES_FILE);
         let codes = crate::format::codes::read_codes(&codes_path)?;
-        if codes.n() != header.count || codes.chunks() != codebook.chunks() || codebook.dim() != header.dim as usize {
-            return Err(FormatError::invalid(&codes_path, "codes disagree with the graph header or codebook").into());
+        if codes.n() != header.count
+            || codes.chunks() != codebook.chunks()
+            || codebook.dim() != header.dim as usize
+        {
+            return Err(FormatError::invalid(
+                &codes_path,
+                "codes disagree with the graph header or codebook",
+            )
+            .into());
         }
         let (file, direct) = crate::io::open_direct(&graph_path)?;
         let file = Arc::new(file);
@@ -298,7 +312,8 @@ impl Index {
         params.validate()?;
         let mut q = std::mem::take(&mut s.query);
         self.prepare_query(query, &mut q)?;
-        let r = crate::with_element!(self.header.element, T => self.beam_search::<T>(s, &q, params));
+        let r =
+            crate::with_element!(self.header.element, T => self.beam_search::<T>(s, &q, params));
         s.query = q;
         r
     }
@@ -332,7 +347,11 @@ impl Index {
 
         let start = self.header.medoid;
         s.seen.insert(start);
-        s.pool.push(Cand { distance: s.table.distance(self.codes.row(start)), id: start, visited: false });
+        s.pool.push(Cand {
+            distance: s.table.distance(self.codes.row(start)),
+            id: start,
+            visited: false,
+        });
         stats.pq_distances += 1;
 
         loop {
@@ -382,7 +401,10 @@ impl Index {
                         &data[at..at + self.layout.record_bytes as usize]
                     }
                 };
-                let rec = self.layout.decode_record(id, bytes, false).map_err(|f| self.record_error(id, f))?;
+                let rec = self
+                    .layout
+                    .decode_record(id, bytes, false)
+                    .map_err(|f| self.record_error(id, f))?;
                 rec.vector_into(&mut vec_buf);
                 best.push(dist.eval(&qt, &vec_buf), id);
                 stats.exact_distances += 1;
@@ -390,7 +412,10 @@ impl Index {
                     if n as u64 >= self.header.count {
                         return Err(self.record_error(
                             id,
-                            crate::format::graph::RecordFault::NeighborOutOfRange { index: 0, id: n },
+                            crate::format::graph::RecordFault::NeighborOutOfRange {
+                                index: 0,
+                                id: n,
+                            },
                         ));
                     }
                     if !s.seen.insert(n) {

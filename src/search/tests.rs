@@ -63,8 +63,10 @@ fn run_all(index: &Index, params: &SearchParams) -> (Vec<SearchResult>, f64) {
 fn both_readers_reach_recall_and_agree() {
     let f = fixture();
     let params = SearchParams { k: 10, list_size: 64, beam_width: 4 };
-    let uring = Index::open(&f.index, &OpenOptions { reader: ReaderKind::Uring, cache_nodes: 0 }).unwrap();
-    let pread = Index::open(&f.index, &OpenOptions { reader: ReaderKind::Pread, cache_nodes: 0 }).unwrap();
+    let uring =
+        Index::open(&f.index, &OpenOptions { reader: ReaderKind::Uring, cache_nodes: 0 }).unwrap();
+    let pread =
+        Index::open(&f.index, &OpenOptions { reader: ReaderKind::Pread, cache_nodes: 0 }).unwrap();
     assert_eq!(uring.reader_kind(), ReaderKind::Uring);
     assert_eq!(pread.reader_kind(), ReaderKind::Pread);
     let (ru, recall_u) = run_all(&uring, &params);
@@ -87,7 +89,8 @@ fn cache_saves_reads_and_l_trades_recall() {
     let f = fixture();
     let params = SearchParams { k: 10, list_size: 32, beam_width: 4 };
     let plain = Index::open(&f.index, &OpenOptions::default()).unwrap();
-    let cached = Index::open(&f.index, &OpenOptions { cache_nodes: 500, ..Default::default() }).unwrap();
+    let cached =
+        Index::open(&f.index, &OpenOptions { cache_nodes: 500, ..Default::default() }).unwrap();
     assert_eq!(cached.cache_len(), 500);
     let (a, r32) = run_all(&plain, &params);
     let (b, _) = run_all(&cached, &params);
@@ -144,7 +147,8 @@ fn corrupted_sector_is_an_error() {
         assert!(e.contains(&format!("node {medoid}")) && e.contains("checksum"), "{e}");
     }
     // With a cache the corrupt record is found at open.
-    let e = Index::open(&copy, &OpenOptions { cache_nodes: 10, ..Default::default() }).err().unwrap();
+    let e =
+        Index::open(&copy, &OpenOptions { cache_nodes: 10, ..Default::default() }).err().unwrap();
     assert!(e.to_string().contains("checksum"));
     // verify names the node and sector too.
     let e = crate::index::verify::verify_index(&copy).unwrap_err().to_string();

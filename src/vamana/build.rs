@@ -37,7 +37,10 @@ impl Default for BuildParams {
 impl BuildParams {
     pub fn validate(&self) -> Result<(), String> {
         if self.degree_max == 0 || self.degree_max > DEGREE_MAX {
-            return Err(format!("R = {} is outside 1..={DEGREE_MAX} (DEGREE_MAX)", self.degree_max));
+            return Err(format!(
+                "R = {} is outside 1..={DEGREE_MAX} (DEGREE_MAX)",
+                self.degree_max
+            ));
         }
         if self.list_size == 0 || self.list_size > SEARCH_LIST_MAX {
             return Err(format!(
@@ -79,14 +82,15 @@ pub fn build<'a, T: DistanceElement>(
     progress: &dyn BuildProgress,
 ) -> Result<Graph<'a, T>, String> {
     params.validate()?;
-    if dim == 0 || data.is_empty() || data.len() % dim != 0 {
+    if dim == 0 || data.is_empty() || !data.len().is_multiple_of(dim) {
         return Err(format!("no points to build from (len {} dim {dim})", data.len()));
     }
     let n = data.len() / dim;
     if n as u64 > u32::MAX as u64 - 1 {
         return Err(format!("{n} points exceed the u32 node id space"));
     }
-    let aug = if metric == Metric::InnerProduct { mips_augmentation(data, dim) } else { Vec::new() };
+    let aug =
+        if metric == Metric::InnerProduct { mips_augmentation(data, dim) } else { Vec::new() };
     let mut g = Graph {
         data,
         dim,
@@ -136,7 +140,7 @@ fn run_pass<T: DistanceElement>(
     let step = |s: &mut Scratch, p: u32| {
         insert(g, p, alpha, params.degree_max, s);
         let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-        if d % PROGRESS_EVERY == 0 {
+        if d.is_multiple_of(PROGRESS_EVERY) {
             progress.inserted(d);
         }
     };

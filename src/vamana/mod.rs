@@ -96,7 +96,13 @@ impl<'a, T: DistanceElement> Graph<'a, T> {
 
     /// The exact k nearest found by a greedy search with list size `l`
     /// (the in-memory reference search, used by tests and the builder).
-    pub fn search(&self, query: &[T], l: usize, k: usize, visited: &mut VisitedSet) -> Vec<(u32, f32)> {
+    pub fn search(
+        &self,
+        query: &[T],
+        l: usize,
+        k: usize,
+        visited: &mut VisitedSet,
+    ) -> Vec<(u32, f32)> {
         let mut s = GreedySearch::new(l);
         s.run(self, |id| self.query_dist.eval(query, self.vector(id)), visited);
         s.best(k)

@@ -71,9 +71,7 @@ impl GreedySearch {
                 return false;
             }
         }
-        let pos = self
-            .pool
-            .partition_point(|c| (c.distance, c.id) < (distance, id));
+        let pos = self.pool.partition_point(|c| (c.distance, c.id) < (distance, id));
         self.pool.insert(pos, Candidate { distance, id, expanded: false });
         self.pool.truncate(self.l);
         true

@@ -116,10 +116,7 @@ pub fn write_ground_truth(path: &Path, gt: &GroundTruth) -> Result<(), VecFileEr
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     if !matches!(ext, "ibin" | "bin") {
-        return Err(VecFileError::malformed(
-            path,
-            "ground truth is written as .ibin or .bin",
-        ));
+        return Err(VecFileError::malformed(path, "ground truth is written as .ibin or .bin"));
     }
     let io = |op| move |e| VecFileError::io(path, op, e);
     let (pending, file) = PendingFile::create(path).map_err(io("create"))?;

@@ -196,9 +196,14 @@ impl VectorFile {
     }
 
     fn check_range(&self, start: u64, count: usize) -> Result<(), VecFileError> {
-        let end = start.checked_add(count as u64).unwrap_or(u64::MAX);
+        let end = start.saturating_add(count as u64);
         if end > self.n {
-            return Err(VecFileError::OutOfRange { path: self.path.clone(), start, end, n: self.n });
+            return Err(VecFileError::OutOfRange {
+                path: self.path.clone(),
+                start,
+                end,
+                n: self.n,
+            });
         }
         Ok(())
     }
@@ -232,9 +237,8 @@ impl VectorFile {
                 let stride = 4 + row_bytes;
                 for r in 0..count {
                     let at = (start as usize + r) * stride;
-                    let prefix = i32::from_le_bytes(
-                        self.bytes()[at..at + 4].try_into().expect("4 bytes"),
-                    );
+                    let prefix =
+                        i32::from_le_bytes(self.bytes()[at..at + 4].try_into().expect("4 bytes"));
                     if prefix as i64 != self.dim as i64 {
                         return Err(VecFileError::malformed(
                             &self.path,
