@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The whole benchmark, in one run, against the peers measured in the same run:
+#   1. distance kernels (criterion) vs the scalar reference loop;
+#   2. `basalt gt` vs faiss IndexFlatL2 on 1M x 128 synthetic, 10K queries;
+#   3. `basalt build` vs Microsoft DiskANN (diskannpy 0.7.0) on debian-384 and
+#      on 1M x 128 synthetic, same R, L, alpha, PQ bytes and threads;
+#   4. `basalt search` vs DiskANN's disk search on both, same L sweep, beam
+#      width, cache size and threads, O_DIRECT on both, runs interleaved
+#      (REPS times each) and reported as medians.
+# Results go to bench/out/ (git-ignored); bench/summarize.py prints the tables
+# that bench/README.md quotes. Takes ~30-40 minutes on a 2-core machine.
+#
+# Knobs (environment): THREADS (2), REPS (3), N (1000000), DIM (128),
+# SKIP_KERNELS=1, SKIP_GT=1, SKIP_1M=1, SKIP_DEBIAN=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS=${THREADS:-2}
+REPS=${REPS:-3}
+N=${N:-1000000}
+DIM=${DIM:-128}
+R=64; BUILD_L=100; ALPHA=1.2; PQ=32; BEAM=4; CACHE=${CACHE:-1000}
+LS=${LS:-10,20,30,40,60,80,120,160}
+OUT=bench/out
+DEB=../shared/data/debian-384
+mkdir -p "$OUT"
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/run.log" >&2; }
+
+log "building basalt (release) and peers"
+cargo build --release --quiet
+BASALT=./target/release/basalt
+bash bench/peers.sh > "$OUT/peers_versions.txt" 2>&1
+FPY=bench/.venv-faiss/bin/python
+DPY=bench/.venv-diskann/bin/python
+nproc > "$OUT/machine.txt"; uname -r >> "$OUT/machine.txt"; grep -m1 'model name' /proc/cpuinfo >> "$OUT/machine.txt"
+
+if [[ -z "${SKIP_KERNELS:-}" ]]; then
+  log "kernels (criterion)"
+  cargo bench --bench distance > "$OUT/kernels_criterion.txt" 2>&1
+  python3 bench/kernels_report.py target/criterion > "$OUT/kernels.md"
+fi
+
+SYN=$OUT/syn
+mkdir -p "$SYN"
+if [[ -z "${SKIP_GT:-}${SKIP_1M:-}" || ! -f $SYN/base.fbin ]]; then
+  log "generating ${N} x ${DIM} synthetic data"
+  $BASALT gen --out $SYN/base.fbin --n "$N" --dim "$DIM" --clusters 64 --seed 7 --queries $SYN/q10k.fbin --nq 10000
+  $BASALT gen --out $SYN/q_unused.fbin --n 1 --dim "$DIM" --seed 7 --queries $SYN/q1k.fbin --nq 1000
+fi
+
+if [[ -z "${SKIP_GT:-}" ]]; then
+  : > "$OUT/gt.jsonl"
+  for rep in $(seq "$REPS"); do
+    log "gt rep $rep: basalt"
+    $BASALT gt --base $SYN/base.fbin --queries $SYN/q10k.fbin --k 100 --metric l2 --threads "$THREADS" --out $SYN/gt10k.ibin \
+      | sed 's/^/{"peer":"basalt","run":/; s/$/}/' >> "$OUT/gt.jsonl"
+    log "gt rep $rep: faiss"
+    $FPY bench/peers/faiss_exact.py --base $SYN/base.fbin --queries $SYN/q10k.fbin --k 100 --metric l2 --threads "$THREADS" --out $SYN/gt10k_faiss.ibin >> "$OUT/gt.jsonl"
+  done
+  $BASALT recall --gt $SYN/gt10k_faiss.ibin --results $SYN/gt10k.ibin --k 100 > "$OUT/gt_agreement.txt"
+fi
+
+# build_and_search NAME DATA QUERIES GT METRIC
+build_and_search() {
+  local name=$1 data=$2 queries=$3 gt=$4 metric=$5
+  local dir=$OUT/$name
+  mkdir -p "$dir"
+  log "$name: basalt build"
+  $BASALT build --data "$data" --metric "$metric" --out "$dir/basalt" --R $R --L $BUILD_L --alpha $ALPHA \
+    --pq-bytes $PQ --threads "$THREADS" --seed 1 --force --json > "$dir/basalt_build.json" 2> "$dir/basalt_build.err"
+  log "$name: diskann build"
+  $DPY bench/peers/diskann_build.py --data "$data" --metric "$metric" --out "$dir/diskann" --R $R --L $BUILD_L \
+    --alpha $ALPHA --pq-bytes $PQ --threads "$THREADS" --force > "$dir/diskann_build.json" 2> "$dir/diskann_build.err"
+  $BASALT verify "$dir/basalt" > "$dir/basalt_verify.txt"
+  : > "$dir/basalt_search.jsonl"; : > "$dir/diskann_search.jsonl"
+  for rep in $(seq "$REPS"); do
+    log "$name: search rep $rep: basalt"
+    $BASALT search --index "$dir/basalt" --queries "$queries" --gt "$gt" --k 10 --L "$LS" --beam $BEAM \
+      --threads "$THREADS" --cache-nodes $CACHE --json >> "$dir/basalt_search.jsonl" 2>> "$dir/basalt_search.err"
+    log "$name: search rep $rep: diskann"
+    $DPY bench/peers/diskann_search.py --index "$dir/diskann" --queries "$queries" --gt "$gt" --k 10 --L "$LS" \
+      --beam $BEAM --threads "$THREADS" --cache-nodes $CACHE --cache-mode bfs >> "$dir/diskann_search.jsonl" 2>> "$dir/diskann_search.err"
+  done
+  python3 bench/summarize.py median "$dir/basalt_search.jsonl" > "$dir/basalt_median.jsonl"
+  python3 bench/summarize.py median "$dir/diskann_search.jsonl" > "$dir/diskann_median.jsonl"
+  $FPY bench/peers/plot.py --basalt "$dir/basalt_median.jsonl" --diskann "$dir/diskann_median.jsonl" \
+    --out "$dir/recall_qps.png" --title "$name: recall@10 vs QPS ($THREADS threads, W=$BEAM, R=$R, PQ $PQ B)"
+}
+
+if [[ -z "${SKIP_DEBIAN:-}" ]]; then
+  build_and_search debian384 $DEB/base.fbin $DEB/query.fbin $DEB/gt.ibin l2
+fi
+if [[ -z "${SKIP_1M:-}" ]]; then
+  if [[ ! -f $SYN/gt1k.ibin ]]; then
+    $BASALT gt --base $SYN/base.fbin --queries $SYN/q1k.fbin --k 100 --metric l2 --threads "$THREADS" --out $SYN/gt1k.ibin > /dev/null
+  fi
+  build_and_search syn1m $SYN/base.fbin $SYN/q1k.fbin $SYN/gt1k.ibin l2
+fi
+log "summary"
+python3 bench/summarize.py report "$OUT" | tee "$OUT/summary.md"
+log "done"
