@@ -34,14 +34,12 @@ use rayon::prelude::*;
 
 use crate::distance::{DIM_MAX, Metric};
 use crate::element::Element;
-use kmeans::{CENTER_BLOCK, CenterTable};
+use kmeans::CenterTable;
 
 /// Centres per chunk: a code byte indexes one of them.
 pub const PQ_CENTROIDS: usize = 256;
 const _: () =
     assert!(PQ_CENTROIDS == u8::MAX as usize + 1, "a code byte must address every centre");
-// Lookup-table rows are filled a centre block at a time.
-const _: () = assert!(PQ_CENTROIDS.is_multiple_of(CENTER_BLOCK));
 
 /// Default number of training rows.
 pub const PQ_SAMPLE_DEFAULT: usize = 256_000;
@@ -270,7 +268,7 @@ impl Codebook {
 
     /// Encodes `v` (length `dim`) into `out` (length M).
     pub fn encode(&self, v: &[f32], out: &mut [u8]) {
-        self.encode_row(v, out, &mut vec![0f32; self.dim]);
+        self.encode_row(v, out, &mut EncodeScratch::new(self.dim));
     }
 
     /// Encodes `rows.len() / dim` rows into `out` (M bytes per row), in
@@ -282,23 +280,24 @@ impl Codebook {
         rows.par_chunks(ENCODE_BLOCK_ROWS * dim)
             .zip(out.par_chunks_mut(ENCODE_BLOCK_ROWS * chunks))
             .for_each(|(rows, out)| {
-                let mut residual = vec![0f32; dim];
+                let mut scratch = EncodeScratch::new(dim);
                 for (row, code) in rows.chunks_exact(dim).zip(out.chunks_exact_mut(chunks)) {
-                    self.encode_row(row, code, &mut residual);
+                    self.encode_row(row, code, &mut scratch);
                 }
             });
     }
 
-    /// Encodes one row through `residual`, a buffer of `dim` values.
-    fn encode_row<T: Element>(&self, v: &[T], out: &mut [u8], residual: &mut [f32]) {
+    fn encode_row<T: Element>(&self, v: &[T], out: &mut [u8], scratch: &mut EncodeScratch) {
         assert_eq!(v.len(), self.dim, "vector dimension differs from the codebook's");
         assert_eq!(out.len(), self.chunks(), "code length differs from the codebook's M");
+        let EncodeScratch { residual, distances } = scratch;
         for ((r, x), c) in residual.iter_mut().zip(v).zip(&self.centroid) {
             *r = x.to_f32() - c;
         }
         for ((o, table), w) in out.iter_mut().zip(&self.tables).zip(self.chunk_offsets.windows(2)) {
+            let (best, _) = table.nearest(&residual[w[0] as usize..w[1] as usize], distances);
             // A centre index is below PQ_CENTROIDS = 256, so it fits a byte.
-            *o = table.nearest(&residual[w[0] as usize..w[1] as usize]).0 as u8;
+            *o = best as u8;
         }
     }
 
@@ -337,19 +336,16 @@ impl Codebook {
                 lut.bias = 0.0;
                 for (row, (table, w)) in rows.zip(tables) {
                     let (lo, hi) = (w[0] as usize, w[1] as usize);
-                    for (b, out) in row.chunks_exact_mut(CENTER_BLOCK).enumerate() {
-                        for (j, (&q, &mean)) in
-                            query[lo..hi].iter().zip(&self.centroid[lo..hi]).enumerate()
-                        {
-                            let rj = q - mean;
-                            // Blocks hold -2c exactly, so rj + 0.5 * (-2c) is
-                            // exactly rj - c: the direct difference form, not
-                            // the dot-product one, keeps entries exact far
-                            // from the centroid too.
-                            for (t, &c) in out.iter_mut().zip(table.block(b, j)) {
-                                let d = rj + 0.5 * c;
-                                *t += d * d;
-                            }
+                    let residual =
+                        query[lo..hi].iter().zip(&self.centroid[lo..hi]).map(|(q, c)| q - c);
+                    for (j, r) in residual.enumerate() {
+                        // Columns hold -2c exactly, so r + 0.5 * (-2c) is
+                        // exactly r - c. The direct difference form, not the
+                        // dot-product one, keeps entries exact far from the
+                        // centroid too.
+                        for (t, &c) in row.iter_mut().zip(table.column(j)) {
+                            let d = r + 0.5 * c;
+                            *t += d * d;
                         }
                     }
                 }
@@ -357,18 +353,30 @@ impl Codebook {
             Metric::InnerProduct | Metric::Cosine => {
                 lut.bias = -query.iter().zip(&self.centroid).map(|(q, c)| q * c).sum::<f32>();
                 for (row, (table, w)) in rows.zip(tables) {
-                    let q = &query[w[0] as usize..w[1] as usize];
-                    for (b, out) in row.chunks_exact_mut(CENTER_BLOCK).enumerate() {
-                        for (j, &qj) in q.iter().enumerate() {
-                            // -(q.c) = 0.5 * q.(-2c), exactly.
-                            for (t, &c) in out.iter_mut().zip(table.block(b, j)) {
-                                *t += 0.5 * qj * c;
-                            }
+                    for (j, &q) in query[w[0] as usize..w[1] as usize].iter().enumerate() {
+                        // -(q c) = (0.5 q)(-2c), exactly.
+                        let half = 0.5 * q;
+                        for (t, &c) in row.iter_mut().zip(table.column(j)) {
+                            *t += half * c;
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// Per-thread buffers of the encoder.
+struct EncodeScratch {
+    /// The row minus the centroid.
+    residual: Vec<f32>,
+    /// Partial distances to one chunk's centres.
+    distances: [f32; PQ_CENTROIDS],
+}
+
+impl EncodeScratch {
+    fn new(dim: usize) -> EncodeScratch {
+        EncodeScratch { residual: vec![0f32; dim], distances: [0f32; PQ_CENTROIDS] }
     }
 }
 

@@ -236,29 +236,3 @@ fn from_parts_validates() {
     centers[9] = f32::NAN;
     assert!(Codebook::from_parts(4, vec![0, 4], vec![0.0; 4], centers).is_err());
 }
-
-#[test]
-#[ignore]
-fn zz_speed() {
-    let (dim, n) = (128, 50_000);
-    let rows = Mixture::new(dim, 64, 1).unwrap().block::<f32>(1, 0, 0, n);
-    let t = std::time::Instant::now();
-    let cb = Codebook::train(&rows, dim, &PqParams::new(32, 1)).unwrap();
-    let train = t.elapsed();
-    let t = std::time::Instant::now();
-    let codes = encode_all(&cb, &rows);
-    let enc = t.elapsed();
-    let lut = cb.lookup_table(&rows[..dim], Metric::L2);
-    let t = std::time::Instant::now();
-    let mut s = 0.0;
-    for _ in 0..20 {
-        for c in codes.chunks_exact(32) {
-            s += lut.distance(c);
-        }
-    }
-    let dist = t.elapsed();
-    eprintln!(
-        "train {train:?} ({} GFMA/s), encode {enc:?}, 1M distances {dist:?} {s}",
-        (n * 256 * dim * 12) as f64 / train.as_secs_f64() / 1e9
-    );
-}
