@@ -11,7 +11,8 @@
 # that bench/README.md quotes. Takes ~30-40 minutes on a 2-core machine.
 #
 # Knobs (environment): THREADS (2), REPS (3), N (1000000), DIM (128),
-# SKIP_KERNELS=1, SKIP_GT=1, SKIP_1M=1, SKIP_DEBIAN=1.
+# LS (the L sweep), SKIP_KERNELS=1, SKIP_GT=1, SKIP_1M=1, SKIP_DEBIAN=1,
+# SKIP_BUILD=1 (reuse indexes already built in bench/out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}
@@ -19,7 +20,7 @@ REPS=${REPS:-3}
 N=${N:-1000000}
 DIM=${DIM:-128}
 R=64; BUILD_L=100; ALPHA=1.2; PQ=32; BEAM=4; CACHE=${CACHE:-1000}
-LS=${LS:-10,20,30,40,60,80,120,160}
+LS=${LS:-10,20,30,40,60,80,120,160,200,250,300}
 OUT=bench/out
 DEB=../shared/data/debian-384
 mkdir -p "$OUT"
@@ -64,12 +65,16 @@ build_and_search() {
   local name=$1 data=$2 queries=$3 gt=$4 metric=$5
   local dir=$OUT/$name
   mkdir -p "$dir"
+  if [[ -n "${SKIP_BUILD:-}" && -f $dir/basalt/manifest && -d $dir/diskann ]]; then
+    log "$name: reusing the built indexes (SKIP_BUILD)"
+  else
   log "$name: basalt build"
   $BASALT build --data "$data" --metric "$metric" --out "$dir/basalt" --R $R --L $BUILD_L --alpha $ALPHA \
     --pq-bytes $PQ --threads "$THREADS" --seed 1 --force --json > "$dir/basalt_build.json" 2> "$dir/basalt_build.err"
   log "$name: diskann build"
   $DPY bench/peers/diskann_build.py --data "$data" --metric "$metric" --out "$dir/diskann" --R $R --L $BUILD_L \
     --alpha $ALPHA --pq-bytes $PQ --threads "$THREADS" --force > "$dir/diskann_build.json" 2> "$dir/diskann_build.err"
+  fi
   $BASALT verify "$dir/basalt" > "$dir/basalt_verify.txt"
   : > "$dir/basalt_search.jsonl"; : > "$dir/diskann_search.jsonl"
   for rep in $(seq "$REPS"); do

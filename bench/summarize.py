@@ -66,7 +66,10 @@ def report(out):
         d = f"{out}/{name}"
         if not os.path.exists(f"{d}/basalt_build.json"):
             continue
-        bb = json.load(open(f"{d}/basalt_build.json"))
+        try:
+            bb = json.load(open(f"{d}/basalt_build.json"))
+        except ValueError:
+            continue  # still running or failed: nothing to report
         db = json.load(open(f"{d}/diskann_build.json")) if os.path.exists(f"{d}/diskann_build.json") else {}
         phases = ", ".join(f"{p} {s:.1f}s" for p, s in bb["phases"])
         lines += [f"## {name}: build", "",

@@ -24,12 +24,10 @@ use crate::element::{Element, ElementType};
 use crate::format::codes::CodesWriter;
 use crate::format::graph::{GraphHeader, GraphWriter};
 use crate::fsutil::{parent_dir, sync_dir};
-use crate::pq::{Codebook, PqParams};
+use crate::pq::{Codebook, PQ_ITERS_DEFAULT, PQ_SAMPLE_DEFAULT, PqParams};
 use crate::vamana::{self, BuildParams};
 use crate::vecfile::VectorFile;
 
-/// Default number of vectors PQ trains on.
-pub const PQ_SAMPLE_DEFAULT: usize = 256_000;
 /// Rows encoded per PQ batch (bounds the codes buffer).
 const ENCODE_BATCH_ROWS: usize = 65_536;
 
@@ -54,7 +52,7 @@ impl Default for BuildOptions {
             graph: BuildParams::default(),
             pq_chunks: 32,
             pq_sample_max: PQ_SAMPLE_DEFAULT,
-            pq_iters_max: 12,
+            pq_iters_max: PQ_ITERS_DEFAULT,
             force: false,
             memory_budget_bytes: None,
         }
@@ -212,11 +210,6 @@ fn build_typed<T: DistanceElement>(
     let n = file.len();
     let dim = file.dim();
 
-    // Load and validate.
-    let t = Instant::now();
-    let data = load::<T>(file, opts.metric, progress)?;
-    phases.push(("load".to_string(), t.elapsed().as_secs_f64()));
-
     let parent = parent_dir(out);
     let name = out.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = parent.join(format!(".{name}.building-{}", std::process::id()));
@@ -227,10 +220,11 @@ fn build_typed<T: DistanceElement>(
     let gen_dir = tmp.join("gen-0");
     fs::create_dir_all(&gen_dir).map_err(|e| IndexError::io(&gen_dir, "mkdir", e))?;
 
-    // PQ: train on a seeded sample, then encode everything in batches.
+    // PQ first, streamed from the file in batches, so this phase works for
+    // inputs of any size (and finds a bad value before the expensive parts).
     let t = Instant::now();
     progress.phase("pq train", 1);
-    let sample = pq_sample(&data, dim, opts.pq_sample_max, opts.graph.seed);
+    let sample = pq_sample::<T>(file, opts.metric, opts.pq_sample_max, opts.graph.seed)?;
     let params = PqParams {
         chunks: opts.pq_chunks,
         sample_max: opts.pq_sample_max,
@@ -249,15 +243,25 @@ fn build_typed<T: DistanceElement>(
     let codes_path = gen_dir.join(CODES_FILE);
     let mut codes = CodesWriter::create(&codes_path, opts.pq_chunks, n)?;
     let mut buf = vec![0u8; ENCODE_BATCH_ROWS * opts.pq_chunks];
-    for (b, rows) in data.chunks(ENCODE_BATCH_ROWS * dim).enumerate() {
-        let m = rows.len() / dim;
-        codebook.encode_batch(rows, &mut buf[..m * opts.pq_chunks]);
+    let mut rows: Vec<T> = Vec::new();
+    let mut start = 0u64;
+    while start < n {
+        let m = (n - start).min(ENCODE_BATCH_ROWS as u64) as usize;
+        read_checked(file, start, m, opts.metric, &mut rows)?;
+        codebook.encode_batch(&rows, &mut buf[..m * opts.pq_chunks]);
         codes.append(&buf[..m * opts.pq_chunks])?;
-        progress.advance((b * ENCODE_BATCH_ROWS + m) as u64);
+        start += m as u64;
+        progress.advance(start);
     }
+    drop(rows);
     codes.finish()?;
     progress.phase_done();
     phases.push(("pq encode".to_string(), t.elapsed().as_secs_f64()));
+
+    // The in-memory graph build needs every vector in RAM.
+    let t = Instant::now();
+    let data = load::<T>(file, opts.metric, progress)?;
+    phases.push(("load".to_string(), t.elapsed().as_secs_f64()));
 
     // Graph.
     let t = Instant::now();
@@ -375,7 +379,33 @@ fn install(tmp: &Path, out: &Path, force: bool) -> Result<(), IndexError> {
     Ok(())
 }
 
-/// Reads all vectors, rejecting non-finite values; normalises for cosine.
+/// Reads rows `start..start+m` into `out`, rejecting non-finite values
+/// (naming row and column); normalised for cosine.
+fn read_checked<T: Element>(
+    file: &VectorFile,
+    start: u64,
+    m: usize,
+    metric: Metric,
+    out: &mut Vec<T>,
+) -> Result<(), IndexError> {
+    let dim = file.dim();
+    file.read_rows::<T>(start, m, out)?;
+    if let Some(i) = out.iter().position(|x| !x.is_valid()) {
+        return Err(IndexError::Input(format!(
+            "{}: row {} dimension {} is {:?}: every value must be finite",
+            file.path().display(),
+            start + (i / dim) as u64,
+            i % dim,
+            out[i]
+        )));
+    }
+    if metric == Metric::Cosine {
+        normalize_all(out, dim);
+    }
+    Ok(())
+}
+
+/// Reads all vectors into RAM (validated, normalised for cosine).
 fn load<T: Element>(
     file: &VectorFile,
     metric: Metric,
@@ -386,26 +416,13 @@ fn load<T: Element>(
     progress.phase("load", n);
     let mut data: Vec<T> = Vec::with_capacity(n as usize * dim);
     let mut buf = Vec::new();
-    let block = (ENCODE_BATCH_ROWS as u64).max(1);
     let mut start = 0;
     while start < n {
-        let m = (n - start).min(block) as usize;
-        file.read_rows::<T>(start, m, &mut buf)?;
-        if let Some(i) = buf.iter().position(|x| !x.is_valid()) {
-            return Err(IndexError::Input(format!(
-                "{}: row {} dimension {} is {:?}: every value must be finite",
-                file.path().display(),
-                start + (i / dim) as u64,
-                i % dim,
-                buf[i]
-            )));
-        }
+        let m = (n - start).min(ENCODE_BATCH_ROWS as u64) as usize;
+        read_checked(file, start, m, metric, &mut buf)?;
         data.extend_from_slice(&buf);
         start += m as u64;
         progress.advance(start);
-    }
-    if metric == Metric::Cosine {
-        normalize_all(&mut data, dim);
     }
     progress.phase_done();
     Ok(data)
@@ -422,9 +439,16 @@ fn normalize_all<T: Element>(data: &mut [T], dim: usize) {
     }
 }
 
-/// A seeded sample of at most `max` rows, as f32.
-fn pq_sample<T: Element>(data: &[T], dim: usize, max: usize, seed: u64) -> Vec<f32> {
-    let n = data.len() / dim;
+/// A seeded sample of at most `max` rows read from the file, as f32
+/// (validated, normalised for cosine).
+fn pq_sample<T: Element>(
+    file: &VectorFile,
+    metric: Metric,
+    max: usize,
+    seed: u64,
+) -> Result<Vec<f32>, IndexError> {
+    let n = file.len() as usize;
+    let dim = file.dim();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7071_5f73_616d_706c);
     let mut idx: Vec<usize> = if n <= max {
         (0..n).collect()
@@ -433,8 +457,86 @@ fn pq_sample<T: Element>(data: &[T], dim: usize, max: usize, seed: u64) -> Vec<f
     };
     idx.sort_unstable();
     let mut out = Vec::with_capacity(idx.len() * dim);
+    let mut row: Vec<T> = Vec::with_capacity(dim);
     for i in idx {
-        out.extend(data[i * dim..(i + 1) * dim].iter().map(|x| x.to_f32()));
+        read_checked(file, i as u64, 1, metric, &mut row)?;
+        out.extend(row.iter().map(|x| x.to_f32()));
     }
-    out
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{Mixture, STREAM_BASE, write_stream};
+
+    fn small_index(dir: &Path, n: u64, dim: usize) -> PathBuf {
+        let m = Mixture::new(dim, 4, 1).unwrap();
+        let base = dir.join("b.fbin");
+        write_stream::<f32>(&m, &base, n, 1, STREAM_BASE, &|_| {}).unwrap();
+        let out = dir.join("idx");
+        let opts = BuildOptions {
+            graph: BuildParams { degree_max: 6, list_size: 12, ..Default::default() },
+            pq_chunks: 2,
+            ..Default::default()
+        };
+        build_index(&base, &out, &opts, &()).unwrap();
+        out
+    }
+
+    /// One flipped byte anywhere in a record (vector, degree, ids, padding
+    /// ids, checksum) makes `verify` fail naming that node and its sector.
+    #[test]
+    fn verify_names_every_flipped_record_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = small_index(dir.path(), 60, 4);
+        assert_eq!(super::super::verify::verify_index(&idx).unwrap().nodes, 60);
+        let m = super::super::read_manifest(&idx).unwrap();
+        let gp = m.file(&idx, GRAPH_FILE);
+        let h = crate::format::graph::read_graph_header(&gp).unwrap();
+        let l = h.layout();
+        let original = fs::read(&gp).unwrap();
+        let node = 37u32;
+        let at = l.record_offset(node) as usize;
+        for i in 0..l.record_bytes as usize {
+            let mut b = original.clone();
+            b[at + i] ^= 0x40;
+            fs::write(&gp, &b).unwrap();
+            let e = super::super::verify::verify_index(&idx).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("node {node} (sector {})", l.sector_of(node))),
+                "byte {i}: {e}"
+            );
+        }
+        // A flip in sector padding (outside every record) is caught by the
+        // whole-file checksum.
+        let mut b = original.clone();
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        fs::write(&gp, &b).unwrap();
+        let e = super::super::verify::verify_index(&idx).unwrap_err().to_string();
+        assert!(e.contains("file checksum"), "{e}");
+    }
+
+    /// A build killed before the rename leaves nothing that opens as an index,
+    /// and a build that fails part-way leaves no temporary directory.
+    #[test]
+    fn failed_build_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Mixture::new(4, 2, 1).unwrap();
+        let base = dir.path().join("b.fbin");
+        write_stream::<f32>(&m, &base, 50, 1, STREAM_BASE, &|_| {}).unwrap();
+        // Inject a NaN in the last row: PQ training passes, encoding fails.
+        let mut bytes = fs::read(&base).unwrap();
+        let n = bytes.len();
+        bytes[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+        fs::write(&base, &bytes).unwrap();
+        let out = dir.path().join("idx");
+        let opts = BuildOptions { pq_chunks: 2, pq_sample_max: 10, ..Default::default() };
+        let e = build_index(&base, &out, &opts, &()).unwrap_err().to_string();
+        assert!(e.contains("row 49 dimension 3"), "{e}");
+        let left: Vec<_> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("b.fbin")], "only the input remains");
+    }
 }

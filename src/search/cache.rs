@@ -9,6 +9,9 @@ use super::{Index, SearchError};
 use crate::format::SECTOR_BYTES;
 use crate::io::{ReadRequest, SectorReader};
 
+/// Records read per submission while filling the cache.
+pub(super) const FILL_BATCH: usize = 64;
+
 /// Records of cached nodes, by id.
 #[derive(Default)]
 pub struct EntryCache {
@@ -49,27 +52,33 @@ impl EntryCache {
         let mut frontier = vec![index.header().medoid];
         let mut seen = rustc_hash::FxHashSet::default();
         seen.insert(index.header().medoid);
+        // Breadth-first, one level at a time, reading up to FILL_BATCH
+        // records per submission.
         while !frontier.is_empty() && cache.len() < nodes {
             let mut next = Vec::new();
-            for &id in &frontier {
-                if cache.len() >= nodes {
-                    break;
-                }
-                let req = [ReadRequest {
-                    offset: layout.sector_of(id) * SECTOR_BYTES as u64,
-                    sectors: layout.sectors_per_record,
-                }];
-                reader.read(&req)?;
-                let at = layout.offset_in_sector(id);
-                let bytes = &reader.data(0)[at..at + layout.record_bytes as usize];
-                let rec =
-                    layout.decode_record(id, bytes, true).map_err(|f| index.record_error(id, f))?;
-                for n in rec.neighbors() {
-                    if seen.insert(n) {
-                        next.push(n);
+            let want = (nodes - cache.len()).min(frontier.len());
+            for ids in frontier[..want].chunks(FILL_BATCH) {
+                let reqs: Vec<ReadRequest> = ids
+                    .iter()
+                    .map(|&id| ReadRequest {
+                        offset: layout.sector_of(id) * SECTOR_BYTES as u64,
+                        sectors: layout.sectors_per_record,
+                    })
+                    .collect();
+                reader.read(&reqs)?;
+                for (slot, &id) in ids.iter().enumerate() {
+                    let at = layout.offset_in_sector(id);
+                    let bytes = &reader.data(slot)[at..at + layout.record_bytes as usize];
+                    let rec = layout
+                        .decode_record(id, bytes, true)
+                        .map_err(|f| index.record_error(id, f))?;
+                    for n in rec.neighbors() {
+                        if seen.insert(n) {
+                            next.push(n);
+                        }
                     }
+                    cache.records.insert(id, bytes.to_vec().into_boxed_slice());
                 }
-                cache.records.insert(id, bytes.to_vec().into_boxed_slice());
             }
             frontier = next;
         }

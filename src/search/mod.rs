@@ -190,7 +190,7 @@ impl Index {
             opts.reader,
             file.clone(),
             graph_path.clone(),
-            1,
+            cache::FILL_BATCH,
             layout.sectors_per_record,
         )?;
         let reader_kind = probe.kind();

@@ -154,3 +154,39 @@ fn corrupted_sector_is_an_error() {
     let e = crate::index::verify::verify_index(&copy).unwrap_err().to_string();
     assert!(e.contains(&format!("node {medoid}")) && e.contains("sector"), "{e}");
 }
+
+/// One Index searched from several threads at once answers exactly as one thread does.
+#[test]
+fn concurrent_searches_agree_with_sequential() {
+    let f = fixture();
+    let index =
+        Index::open(&f.index, &OpenOptions { cache_nodes: 100, ..Default::default() }).unwrap();
+    let params = SearchParams { k: 10, list_size: 40, beam_width: 4 };
+    let (seq, _) = run_all(&index, &params);
+    let par: Vec<Vec<(usize, Vec<u32>)>> = std::thread::scope(|sc| {
+        (0..4)
+            .map(|t| {
+                let index = &index;
+                sc.spawn(move || {
+                    let mut s = index.searcher().unwrap();
+                    (t..NQ as usize)
+                        .step_by(4)
+                        .map(|i| {
+                            let q = &f.queries[i * DIM..(i + 1) * DIM];
+                            (i, index.search(&mut s, q, &params).unwrap().ids)
+                        })
+                        .collect()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect()
+    });
+    let mut n = 0;
+    for (i, ids) in par.into_iter().flatten() {
+        assert_eq!(ids, seq[i].ids, "query {i}");
+        n += 1;
+    }
+    assert_eq!(n, NQ as usize);
+}
