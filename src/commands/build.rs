@@ -53,6 +53,7 @@ pub fn run(a: BuildArgs) -> Result<()> {
             alpha: a.alpha,
             passes: 2,
             seed: a.seed,
+            saturate: a.saturate,
         },
         pq_chunks: a.pq_bytes,
         pq_sample_max: a.pq_sample,
@@ -89,7 +90,7 @@ pub fn run(a: BuildArgs) -> Result<()> {
         eprintln!("  peak memory {}", gib(p));
     }
     for f in &s.files {
-        eprintln!("  {:<14} {:>12}  crc32c {:#010x}", f.name, mib(f.bytes), f.crc32c);
+        eprintln!("  {:<14} {:>12}  xxh3 {:#018x}", f.name, mib(f.bytes), f.xxh3);
     }
     Ok(())
 }
@@ -122,7 +123,7 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     let mut total = 0;
     for f in &m.files {
         total += f.bytes;
-        println!("file         {:<14} {:>12}  crc32c {:#010x}", f.name, mib(f.bytes), f.crc32c);
+        println!("file         {:<14} {:>12}  xxh3 {:#018x}", f.name, mib(f.bytes), f.xxh3);
     }
     println!("total        {}", mib(total));
     Ok(())

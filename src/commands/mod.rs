@@ -166,6 +166,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         seed: 42,
         build_memory: None,
         force: true,
+        saturate: false,
         json: false,
     })?;
     build::verify(basalt::cli::InspectArgs { dir: index.clone() })?;

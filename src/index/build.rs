@@ -308,7 +308,7 @@ fn build_typed<T: DistanceElement>(
         files.push(FileEntry {
             name: format!("gen-0/{name}"),
             bytes: fs::metadata(&p).map_err(|e| IndexError::io(&p, "stat", e))?.len(),
-            crc32c: super::verify::file_crc32c(&p)?,
+            xxh3: super::verify::file_xxh3(&p)?,
         });
     }
     let manifest = Manifest {
@@ -325,6 +325,7 @@ fn build_typed<T: DistanceElement>(
             alpha: opts.graph.alpha,
             passes: opts.graph.passes,
             seed: opts.graph.seed,
+            saturate: opts.graph.saturate,
             pq_chunks: opts.pq_chunks,
             pq_sample_max: opts.pq_sample_max,
             threads: rayon::current_num_threads(),

@@ -10,7 +10,7 @@
 //! A build writes everything into a sibling temporary directory, fsyncs
 //! every file and directory, and renames it into place last, so a crashed or
 //! killed build never leaves something that opens as an index. The manifest
-//! records each file's size and CRC-32C so `verify` can check them whole.
+//! records each file's size and XXH3-64 hash so `verify` can check them whole.
 
 pub mod build;
 pub mod verify;
@@ -66,7 +66,8 @@ pub struct FileEntry {
     /// Path relative to the index directory.
     pub name: String,
     pub bytes: u64,
-    pub crc32c: u32,
+    /// XXH3-64 of the whole file (see `verify::file_xxh3` for why not CRC).
+    pub xxh3: u64,
 }
 
 /// How the generation was built.
@@ -78,6 +79,7 @@ pub struct BuildInfo {
     pub alpha: f32,
     pub passes: usize,
     pub seed: u64,
+    pub saturate: bool,
     pub pq_chunks: usize,
     pub pq_sample_max: usize,
     pub threads: usize,

@@ -16,18 +16,24 @@ use crate::format::{FormatError, SECTOR_BYTES};
 
 const READ_CHUNK_BYTES: usize = 8 << 20;
 
-/// CRC-32C of a whole file, streamed.
-pub fn file_crc32c(path: &Path) -> Result<u32, IndexError> {
+/// XXH3-64 of a whole file, streamed.
+///
+/// Not CRC-32C: a CRC is linear, and over a file made of records that each
+/// end with their own CRC-32C the whole-file CRC does not depend on the
+/// records' contents at all (measured: two different graphs of the same
+/// shape had the same whole-file CRC). XXH3 is not linear, so the manifest's
+/// value identifies the bytes.
+pub fn file_xxh3(path: &Path) -> Result<u64, IndexError> {
     let f = File::open(path).map_err(|e| IndexError::io(path, "open", e))?;
     let mut r = BufReader::with_capacity(READ_CHUNK_BYTES, f);
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
-    let mut crc = 0u32;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
     loop {
         let got = r.read(&mut buf).map_err(|e| IndexError::io(path, "read", e))?;
         if got == 0 {
-            return Ok(crc);
+            return Ok(h.digest());
         }
-        crc = crate::format::crc32c_append(crc, &buf[..got]);
+        h.update(&buf[..got]);
     }
 }
 
@@ -91,12 +97,12 @@ pub fn verify_index(dir: &Path) -> Result<VerifyReport, IndexError> {
     // this catches anything else (padding, header).
     for f in &m.files {
         let p = dir.join(&f.name);
-        let crc = file_crc32c(&p)?;
-        if crc != f.crc32c {
+        let hash = file_xxh3(&p)?;
+        if hash != f.xxh3 {
             return Err(FormatError::corrupt(
                 &p,
                 0,
-                format!("file checksum {crc:#010x} != manifest {:#010x}", f.crc32c),
+                format!("file checksum (xxh3) {hash:#018x} != manifest {:#018x}", f.xxh3),
             )
             .into());
         }

@@ -9,7 +9,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::prune::{PruneScratch, robust_prune};
+use super::prune::{PruneRule, PruneScratch, robust_prune};
 use super::search::{GreedySearch, VisitedSet};
 use super::{DEGREE_MAX, Graph, SEARCH_LIST_MAX, SLACK};
 use crate::distance::{Distance, DistanceElement, Metric};
@@ -25,12 +25,22 @@ pub struct BuildParams {
     pub alpha: f32,
     /// Insertion passes (2 in the paper).
     pub passes: usize,
+    /// Fill lists below R with the nearest pruned candidates in the alpha
+    /// pass (free on disk: records have R slots).
+    pub saturate: bool,
     pub seed: u64,
 }
 
 impl Default for BuildParams {
     fn default() -> Self {
-        BuildParams { degree_max: 64, list_size: 100, alpha: 1.2, passes: 2, seed: 1 }
+        BuildParams {
+            degree_max: 64,
+            list_size: 100,
+            alpha: 1.2,
+            passes: 2,
+            seed: 1,
+            saturate: false,
+        }
     }
 }
 
@@ -106,10 +116,11 @@ pub fn build<'a, T: DistanceElement>(
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(params.seed));
     for pass in 0..params.passes {
         progress.pass(pass, params.passes);
-        let alpha = if pass + 1 < params.passes { 1.0 } else { params.alpha };
-        run_pass(&g, &order, alpha, params, progress);
+        let last = pass + 1 == params.passes;
+        let alpha = if last { params.alpha } else { 1.0 };
+        run_pass(&g, &order, alpha, last && params.saturate, params, progress);
     }
-    cleanup(&g, params.alpha);
+    cleanup(&g, params.alpha, params.saturate);
     Ok(g)
 }
 
@@ -126,6 +137,7 @@ fn run_pass<T: DistanceElement>(
     g: &Graph<'_, T>,
     order: &[u32],
     alpha: f32,
+    saturate: bool,
     params: &BuildParams,
     progress: &dyn BuildProgress,
 ) {
@@ -138,7 +150,7 @@ fn run_pass<T: DistanceElement>(
         out: Vec::new(),
     };
     let step = |s: &mut Scratch, p: u32| {
-        insert(g, p, alpha, params.degree_max, s);
+        insert(g, p, alpha, params.degree_max, saturate, s);
         let d = done.fetch_add(1, Ordering::Relaxed) + 1;
         if d.is_multiple_of(PROGRESS_EVERY) {
             progress.inserted(d);
@@ -154,12 +166,20 @@ fn run_pass<T: DistanceElement>(
     progress.inserted(order.len() as u64);
 }
 
-fn insert<T: DistanceElement>(g: &Graph<'_, T>, p: u32, alpha: f32, r: usize, s: &mut Scratch) {
+fn insert<T: DistanceElement>(
+    g: &Graph<'_, T>,
+    p: u32,
+    alpha: f32,
+    r: usize,
+    saturate: bool,
+    s: &mut Scratch,
+) {
+    let rule = PruneRule { alpha, degree_max: r, saturate };
     s.search.run(g, |id| g.node_distance(p, id), &mut s.visited);
     s.cands.clear();
     s.cands.extend_from_slice(&s.search.expanded);
     g.with_neighbors(p, |nb| s.cands.extend(nb.iter().map(|&n| (n, g.node_distance(p, n)))));
-    robust_prune(g, p, s.cands.drain(..), alpha, r, &mut s.prune, &mut s.out);
+    robust_prune(g, p, s.cands.drain(..), rule, &mut s.prune, &mut s.out);
     let chosen = s.out.clone();
     *g.adj[p as usize].lock() = chosen.clone();
     let cap = ((r as f32) * SLACK) as usize;
@@ -178,14 +198,15 @@ fn insert<T: DistanceElement>(g: &Graph<'_, T>, p: u32, alpha: f32, r: usize, s:
         // Over the slack: re-prune j's list with p added, outside the lock.
         s.cands.clear();
         s.cands.extend(copy.iter().chain(std::iter::once(&p)).map(|&n| (n, g.node_distance(j, n))));
-        robust_prune(g, j, s.cands.drain(..), alpha, r, &mut s.prune, &mut s.out);
+        robust_prune(g, j, s.cands.drain(..), rule, &mut s.prune, &mut s.out);
         *g.adj[j as usize].lock() = s.out.clone();
     }
 }
 
 /// Prunes every list longer than R down to R.
-fn cleanup<T: DistanceElement>(g: &Graph<'_, T>, alpha: f32) {
+fn cleanup<T: DistanceElement>(g: &Graph<'_, T>, alpha: f32, saturate: bool) {
     let r = g.degree_max;
+    let rule = PruneRule { alpha, degree_max: r, saturate };
     (0..g.len() as u32).into_par_iter().for_each_init(
         || (PruneScratch::default(), Vec::new(), Vec::new()),
         |(scratch, cands, out), p| {
@@ -195,7 +216,7 @@ fn cleanup<T: DistanceElement>(g: &Graph<'_, T>, alpha: f32) {
             }
             cands.clear();
             cands.extend(list.iter().map(|&n| (n, g.node_distance(p, n))));
-            robust_prune(g, p, cands.drain(..), alpha, r, scratch, out);
+            robust_prune(g, p, cands.drain(..), rule, scratch, out);
             *g.adj[p as usize].lock() = out.clone();
         },
     );

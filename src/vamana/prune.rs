@@ -1,10 +1,22 @@
 //! RobustPrune (DiskANN, Algorithm 2): choose at most R out-neighbours of p
 //! among candidates, skipping a candidate c when an already chosen p* is
 //! alpha-times closer to it than p is (`alpha * d(p*, c) <= d(p, c)`), which
-//! keeps long edges in directions not yet covered.
+//! keeps long edges in directions not yet covered. With `saturate`, the
+//! slots left free below R are then filled with the nearest pruned
+//! candidates (as DiskANN's disk build does): a disk record has room for R
+//! ids whatever the degree, so the extra edges cost no I/O and give the
+//! search more PQ-scored directions per read.
 
 use super::Graph;
 use crate::distance::DistanceElement;
+
+/// The pruning rule: alpha, the degree bound R, and whether to saturate.
+#[derive(Clone, Copy, Debug)]
+pub struct PruneRule {
+    pub alpha: f32,
+    pub degree_max: usize,
+    pub saturate: bool,
+}
 
 /// Reusable scratch for [`robust_prune`].
 #[derive(Default)]
@@ -19,11 +31,11 @@ pub fn robust_prune<T: DistanceElement>(
     g: &Graph<'_, T>,
     p: u32,
     candidates: impl IntoIterator<Item = (u32, f32)>,
-    alpha: f32,
-    r: usize,
+    rule: PruneRule,
     scratch: &mut PruneScratch,
     out: &mut Vec<u32>,
 ) {
+    let PruneRule { alpha, degree_max: r, saturate } = rule;
     let c = &mut scratch.cands;
     c.clear();
     c.extend(candidates.into_iter().filter(|&(id, _)| id != p).map(|(id, d)| (d, id)));
@@ -50,6 +62,16 @@ pub fn robust_prune<T: DistanceElement>(
             let (dpc, cid) = c[j];
             if alpha * g.node_distance(star, cid) <= dpc {
                 pruned[j] = true;
+            }
+        }
+    }
+    if saturate && out.len() < r {
+        for i in 0..c.len() {
+            if out.len() >= r {
+                break;
+            }
+            if pruned[i] {
+                out.push(c[i].1);
             }
         }
     }

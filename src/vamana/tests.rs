@@ -82,3 +82,18 @@ fn bad_params_are_refused() {
     assert!(build(&base, 4, Metric::L2, &bad, &()).is_err());
     assert!(build::<f32>(&[], 4, Metric::L2, &BuildParams::default(), &()).is_err());
 }
+
+/// Saturation fills the free slots below R: degrees rise to about R and no
+/// list exceeds R.
+#[test]
+fn saturation_fills_lists_to_r() {
+    let (base, _) = dataset(3_000, 1, 16, 4);
+    let plain = BuildParams { degree_max: 16, list_size: 32, ..Default::default() };
+    let sat = BuildParams { saturate: true, ..plain.clone() };
+    let g0 = build(&base, 16, Metric::L2, &plain, &()).unwrap();
+    let g1 = build(&base, 16, Metric::L2, &sat, &()).unwrap();
+    let (_, mean0, _) = g0.degree_stats();
+    let (_, mean1, max1) = g1.degree_stats();
+    assert!(max1 <= 16);
+    assert!(mean1 >= 15.0 && mean1 > mean0, "saturated mean {mean1}, plain {mean0}");
+}
