@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::{
     BuildInfo, CODES_FILE, FileEntry, GRAPH_FILE, IndexError, MANIFEST_FILE, MANIFEST_VERSION,
-    Manifest, PQ_FILE, available_memory_bytes, peak_rss_bytes,
+    Manifest, PQ_FILE, available_memory_bytes, peak_rss_bytes, pqspace,
 };
 use crate::distance::{DistanceElement, Metric, normalize};
 use crate::element::{Element, ElementType};
@@ -224,14 +224,20 @@ fn build_typed<T: DistanceElement>(
     // inputs of any size (and finds a bad value before the expensive parts).
     let t = Instant::now();
     progress.phase("pq train", 1);
-    let sample = pq_sample::<T>(file, opts.metric, opts.pq_sample_max, opts.graph.seed)?;
+    let norm_sq_max = match opts.metric {
+        Metric::InnerProduct => norm_sq_max::<T>(file)?,
+        _ => 0.0,
+    };
+    let pq_dim = pqspace::pq_dim(opts.metric, dim);
+    let sample =
+        pq_sample::<T>(file, opts.metric, norm_sq_max, opts.pq_sample_max, opts.graph.seed)?;
     let params = PqParams {
         chunks: opts.pq_chunks,
         sample_max: opts.pq_sample_max,
         iters_max: opts.pq_iters_max,
         seed: opts.graph.seed,
     };
-    let codebook = Codebook::train(&sample, dim, &params)?;
+    let codebook = Codebook::train(&sample, pq_dim, &params)?;
     drop(sample);
     let pq_path = gen_dir.join(PQ_FILE);
     crate::format::pq::write_codebook(&pq_path, &codebook)?;
@@ -244,11 +250,16 @@ fn build_typed<T: DistanceElement>(
     let mut codes = CodesWriter::create(&codes_path, opts.pq_chunks, n)?;
     let mut buf = vec![0u8; ENCODE_BATCH_ROWS * opts.pq_chunks];
     let mut rows: Vec<T> = Vec::new();
+    let mut space: Vec<f32> = Vec::new();
     let mut start = 0u64;
     while start < n {
         let m = (n - start).min(ENCODE_BATCH_ROWS as u64) as usize;
         read_checked(file, start, m, opts.metric, &mut rows)?;
-        codebook.encode_batch(&rows, &mut buf[..m * opts.pq_chunks]);
+        space.clear();
+        for row in rows.chunks_exact(dim) {
+            pqspace::push_row(row.iter().map(|x| x.to_f32()), opts.metric, norm_sq_max, &mut space);
+        }
+        codebook.encode_batch(&space, &mut buf[..m * opts.pq_chunks]);
         codes.append(&buf[..m * opts.pq_chunks])?;
         start += m as u64;
         progress.advance(start);
@@ -440,11 +451,32 @@ fn normalize_all<T: Element>(data: &mut [T], dim: usize) {
     }
 }
 
-/// A seeded sample of at most `max` rows read from the file, as f32
-/// (validated, normalised for cosine).
+/// The largest squared norm of the file's rows (streamed), for the
+/// inner-product PQ space.
+fn norm_sq_max<T: Element>(file: &VectorFile) -> Result<f32, IndexError> {
+    let dim = file.dim();
+    let mut rows: Vec<T> = Vec::new();
+    let mut best = 0.0f32;
+    let mut start = 0u64;
+    while start < file.len() {
+        let m = (file.len() - start).min(ENCODE_BATCH_ROWS as u64) as usize;
+        read_checked(file, start, m, Metric::InnerProduct, &mut rows)?;
+        let b = rows
+            .par_chunks(dim)
+            .map(|r| r.iter().map(|x| x.to_f32() * x.to_f32()).sum::<f32>())
+            .reduce(|| 0.0, f32::max);
+        best = best.max(b);
+        start += m as u64;
+    }
+    Ok(best)
+}
+
+/// A seeded sample of at most `max` rows read from the file, in PQ space
+/// (validated, normalised for cosine, augmented for inner product).
 fn pq_sample<T: Element>(
     file: &VectorFile,
     metric: Metric,
+    norm_sq_max: f32,
     max: usize,
     seed: u64,
 ) -> Result<Vec<f32>, IndexError> {
@@ -457,11 +489,11 @@ fn pq_sample<T: Element>(
         rand::seq::index::sample(&mut rng, n, max).into_vec()
     };
     idx.sort_unstable();
-    let mut out = Vec::with_capacity(idx.len() * dim);
+    let mut out = Vec::with_capacity(idx.len() * pqspace::pq_dim(metric, dim));
     let mut row: Vec<T> = Vec::with_capacity(dim);
     for i in idx {
         read_checked(file, i as u64, 1, metric, &mut row)?;
-        out.extend(row.iter().map(|x| x.to_f32()));
+        pqspace::push_row(row.iter().map(|x| x.to_f32()), metric, norm_sq_max, &mut out);
     }
     Ok(out)
 }

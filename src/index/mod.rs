@@ -13,6 +13,7 @@
 //! records each file's size and XXH3-64 hash so `verify` can check them whole.
 
 pub mod build;
+pub mod pqspace;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

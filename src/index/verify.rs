@@ -74,7 +74,9 @@ pub fn verify_index(dir: &Path) -> Result<VerifyReport, IndexError> {
     let header = check_header(dir, &m)?;
     let (nodes, edges, sectors) = scan_records(&m.file(dir, GRAPH_FILE), &header, |_, _| {})?;
     let cb = crate::format::pq::read_codebook(&m.file(dir, PQ_FILE))?;
-    if cb.dim() != m.dim as usize || cb.chunks() != header.pq_chunks as usize {
+    if cb.dim() != super::pqspace::pq_dim(m.metric, m.dim as usize)
+        || cb.chunks() != header.pq_chunks as usize
+    {
         return Err(IndexError::Input(format!(
             "pq codebook is {} dims x {} chunks, the index is {} dims x {} chunks",
             cb.dim(),
