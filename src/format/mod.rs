@@ -76,4 +76,6 @@ pub(crate) fn le_f32(b: &[u8], at: usize) -> f32 {
 pub mod graph;
 
 pub mod codes;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod pq;

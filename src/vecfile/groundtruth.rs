@@ -50,10 +50,11 @@ pub fn read_ground_truth(path: &Path) -> Result<GroundTruth, VecFileError> {
             if k == 0 {
                 return Err(VecFileError::malformed(path, "k (neighbours per query) is zero"));
             }
-            let cells = n as u64 * k as u64;
+            // u128: a hostile header (n = k = 2^32 - 1) must not overflow.
+            let cells = n as u128 * k as u128;
             let with = 8 + 8 * cells;
             let without = 8 + 4 * cells;
-            let len = bytes.len() as u64;
+            let len = bytes.len() as u128;
             if len != with && len != without {
                 return Err(VecFileError::malformed(
                     path,

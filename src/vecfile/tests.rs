@@ -154,3 +154,22 @@ fn ground_truth_round_trip_and_errors() {
     let p = write_bytes(dir.path(), "k0.ibin", &[1, 0, 0, 0, 0, 0, 0, 0]);
     assert!(err_text(read_ground_truth(&p)).contains("k (neighbours per query) is zero"));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Arbitrary bytes under every extension open as a valid file or give an
+    /// error, and reading every row of what opens never panics.
+    #[test]
+    fn arbitrary_files_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+        let dir = tempfile::tempdir().unwrap();
+        for ext in ["fbin", "u8bin", "i8bin", "fvecs", "bvecs", "ibin", "ivecs"] {
+            let p = write_bytes(dir.path(), &format!("x.{ext}"), &bytes);
+            if let Ok(vf) = VectorFile::open(&p) {
+                let mut out = Vec::new();
+                let _ = vf.read_rows_f32(0, vf.len() as usize, &mut out);
+            }
+            let _ = read_ground_truth(&p);
+        }
+    }
+}
