@@ -12,7 +12,8 @@
 #
 # Knobs (environment): THREADS (2), REPS (3), N (1000000), DIM (128),
 # LS (the L sweep), SKIP_KERNELS=1, SKIP_GT=1, SKIP_1M=1, SKIP_DEBIAN=1,
-# SKIP_BUILD=1 (reuse indexes already built in bench/out).
+# SKIP_BUILD=1 (reuse indexes already built in bench/out), EXTRA_U8=1 (also
+# 500K x 128 u8 synthetic).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}
@@ -99,6 +100,16 @@ if [[ -z "${SKIP_1M:-}" ]]; then
     $BASALT gt --base $SYN/base.fbin --queries $SYN/q1k.fbin --k 100 --metric l2 --threads "$THREADS" --out $SYN/gt1k.ibin > /dev/null
   fi
   build_and_search syn1m $SYN/base.fbin $SYN/q1k.fbin $SYN/gt1k.ibin l2
+fi
+if [[ -n "${EXTRA_U8:-}" ]]; then
+  U8=$OUT/u8
+  mkdir -p "$U8"
+  if [[ ! -f $U8/gt.ibin ]]; then
+    log "generating 500000 x 128 u8 synthetic data"
+    $BASALT gen --out $U8/base.u8bin --n 500000 --dim 128 --dtype u8 --clusters 64 --seed 11 --queries $U8/q.u8bin --nq 1000
+    $BASALT gt --base $U8/base.u8bin --queries $U8/q.u8bin --k 100 --metric l2 --threads "$THREADS" --out $U8/gt.ibin > /dev/null
+  fi
+  build_and_search u8_500k $U8/base.u8bin $U8/q.u8bin $U8/gt.ibin l2
 fi
 log "summary"
 python3 bench/summarize.py report "$OUT" | tee "$OUT/summary.md"

@@ -62,7 +62,7 @@ def report(out):
         if os.path.exists(f"{out}/gt_agreement.txt"):
             lines += ["Agreement (basalt ids scored against faiss's, tie-aware): "
                       + open(f"{out}/gt_agreement.txt").read().strip(), ""]
-    for name in ("debian384", "syn1m"):
+    for name in ("debian384", "syn1m", "u8_500k"):
         d = f"{out}/{name}"
         if not os.path.exists(f"{d}/basalt_build.json"):
             continue

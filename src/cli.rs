@@ -52,6 +52,9 @@ pub struct BuildArgs {
     pub l: usize,
     #[arg(long, default_value_t = 1.2)]
     pub alpha: f32,
+    /// Insertion passes: with 2, the first uses alpha = 1 (the paper's build).
+    #[arg(long, default_value_t = 2)]
+    pub passes: usize,
     /// PQ bytes per vector (sub-spaces), at most the dimension.
     #[arg(long, default_value_t = 32)]
     pub pq_bytes: usize,

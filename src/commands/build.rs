@@ -51,7 +51,7 @@ pub fn run(a: BuildArgs) -> Result<()> {
             degree_max: a.r,
             list_size: a.l,
             alpha: a.alpha,
-            passes: 2,
+            passes: a.passes,
             seed: a.seed,
             saturate: a.saturate,
         },

@@ -160,6 +160,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         r: 32,
         l: 64,
         alpha: 1.2,
+        passes: 2,
         pq_bytes: (a.dim / 4).clamp(1, 32),
         pq_sample: 256_000,
         threads: None,
