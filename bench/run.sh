@@ -13,7 +13,7 @@
 # Knobs (environment): THREADS (2), REPS (3), N (1000000), DIM (128),
 # LS (the L sweep), SKIP_KERNELS=1, SKIP_GT=1, SKIP_1M=1, SKIP_DEBIAN=1,
 # SKIP_BUILD=1 (reuse indexes already built in bench/out), EXTRA_U8=1 (also
-# 500K x 128 u8 synthetic).
+# 500K x 128 u8 synthetic), SKIP_PEER_BUILD=1 (rebuild basalt only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}
@@ -72,9 +72,13 @@ build_and_search() {
   log "$name: basalt build"
   $BASALT build --data "$data" --metric "$metric" --out "$dir/basalt" --R $R --L $BUILD_L --alpha $ALPHA \
     --pq-bytes $PQ --threads "$THREADS" --seed 1 --force --json > "$dir/basalt_build.json" 2> "$dir/basalt_build.err"
+  if [[ -n "${SKIP_PEER_BUILD:-}" && -d $dir/diskann ]]; then
+    log "$name: reusing the DiskANN index (SKIP_PEER_BUILD)"
+  else
   log "$name: diskann build"
   $DPY bench/peers/diskann_build.py --data "$data" --metric "$metric" --out "$dir/diskann" --R $R --L $BUILD_L \
     --alpha $ALPHA --pq-bytes $PQ --threads "$THREADS" --force > "$dir/diskann_build.json" 2> "$dir/diskann_build.err"
+  fi
   fi
   $BASALT verify "$dir/basalt" > "$dir/basalt_verify.txt"
   : > "$dir/basalt_search.jsonl"; : > "$dir/diskann_search.jsonl"

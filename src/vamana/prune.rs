@@ -18,10 +18,16 @@ pub struct PruneRule {
     pub saturate: bool,
 }
 
+/// Factor by which alpha grows between pruning rounds.
+const ALPHA_ROUND_STEP: f32 = 1.2;
+/// Occlusion mark of a chosen candidate.
+const CHOSEN: f32 = f32::MAX;
+
 /// Reusable scratch for [`robust_prune`].
 #[derive(Default)]
 pub struct PruneScratch {
     cands: Vec<(f32, u32)>,
+    occlusion: Vec<f32>,
     pruned: Vec<bool>,
 }
 
@@ -42,29 +48,48 @@ pub fn robust_prune<T: DistanceElement>(
     c.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     c.dedup_by_key(|x| x.1);
     c.truncate(super::PRUNE_CANDIDATES_MAX);
-    let pruned = &mut scratch.pruned;
-    pruned.clear();
-    pruned.resize(c.len(), false);
+    // occlusion[j]: the largest d(p, c_j) / d(p*, c_j) over the chosen p*
+    // so far (c_j is occluded at alpha once it reaches alpha); chosen
+    // candidates are marked CHOSEN.
+    let occlusion = &mut scratch.occlusion;
+    occlusion.clear();
+    occlusion.resize(c.len(), 0.0);
     out.clear();
-    for i in 0..c.len() {
-        if out.len() >= r {
-            break;
-        }
-        if pruned[i] {
-            continue;
-        }
-        let (_, star) = c[i];
-        out.push(star);
-        for j in i + 1..c.len() {
-            if pruned[j] {
+    // Rounds of growing alpha (1, 1.2, 1.44, ... up to alpha), as DiskANN
+    // does: the most diverse edges (those that survive alpha = 1) are taken
+    // first, and the slots left are filled by the longer-range alpha rule.
+    // Measured on 500K x 128 u8: recall@10 at L=120 rose from 0.9498 (one
+    // round at alpha) to the value in bench/README.md.
+    let mut round_alpha = 1.0f32;
+    loop {
+        for i in 0..c.len() {
+            if out.len() >= r {
+                break;
+            }
+            if occlusion[i] > round_alpha {
                 continue;
             }
-            let (dpc, cid) = c[j];
-            if alpha * g.node_distance(star, cid) <= dpc {
-                pruned[j] = true;
+            occlusion[i] = CHOSEN;
+            let (_, star) = c[i];
+            out.push(star);
+            for j in i + 1..c.len() {
+                if occlusion[j] > alpha {
+                    continue;
+                }
+                let (dpc, cid) = c[j];
+                let d = g.node_distance(star, cid);
+                let ratio = if d > 0.0 { dpc / d } else { f32::INFINITY };
+                occlusion[j] = occlusion[j].max(ratio);
             }
         }
+        if out.len() >= r || round_alpha >= alpha {
+            break;
+        }
+        round_alpha = (round_alpha * ALPHA_ROUND_STEP).min(alpha);
     }
+    let pruned = &mut scratch.pruned;
+    pruned.clear();
+    pruned.extend(occlusion.iter().map(|&o| o != CHOSEN));
     if saturate && out.len() < r {
         for i in 0..c.len() {
             if out.len() >= r {
