@@ -278,6 +278,17 @@ fn check_config(batch_max: usize, sectors_per_request_max: u32) -> Result<usize,
 }
 
 /// Checks a batch against a reader's limits before anything is submitted.
+/// The bytes of request `i` of the last successful read: slot `i` of a
+/// buffer cut into `slot_bytes` slots, `sectors[i]` sectors long. Shared by
+/// both readers so they agree on the slot layout.
+fn slot_data<'a>(buf: &'a [u8], slot_bytes: usize, sectors: &[u32], i: usize) -> &'a [u8] {
+    let n = sectors.get(i).unwrap_or_else(|| {
+        panic!("request {i} is not part of the last successful read ({} requests)", sectors.len())
+    });
+    let start = i * slot_bytes;
+    &buf[start..start + *n as usize * SECTOR_BYTES]
+}
+
 fn check_batch(
     reqs: &[ReadRequest],
     batch_max: usize,

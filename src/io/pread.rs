@@ -17,9 +17,8 @@ use std::sync::Arc;
 
 use super::{
     AlignedBuf, IoError, ReadRequest, ReaderKind, SectorReader, Step, Transfer, check_batch,
-    check_config,
+    check_config, slot_data,
 };
-use crate::format::SECTOR_BYTES;
 
 /// Reads sectors with `pread(2)`, one request at a time.
 pub struct PreadReader {
@@ -86,14 +85,7 @@ impl SectorReader for PreadReader {
     }
 
     fn data(&self, i: usize) -> &[u8] {
-        let sectors = self.sectors.get(i).unwrap_or_else(|| {
-            panic!(
-                "request {i} is not part of the last successful read ({} requests)",
-                self.sectors.len()
-            )
-        });
-        let start = i * self.slot_bytes;
-        &self.buf[start..start + *sectors as usize * SECTOR_BYTES]
+        slot_data(&self.buf, self.slot_bytes, &self.sectors, i)
     }
 
     fn kind(&self) -> ReaderKind {

@@ -32,9 +32,8 @@ use io_uring::{IoUring, Probe, opcode, squeue, types};
 
 use super::{
     AlignedBuf, IoError, ReadRequest, ReaderKind, SectorReader, Step, Transfer, check_batch,
-    check_config,
+    check_config, slot_data,
 };
-use crate::format::SECTOR_BYTES;
 
 /// How many times one `io_uring_enter` is retried after EINTR, EAGAIN or EBUSY
 /// before the reader gives up and poisons itself.
@@ -280,14 +279,7 @@ impl SectorReader for UringReader {
     }
 
     fn data(&self, i: usize) -> &[u8] {
-        let sectors = self.sectors.get(i).unwrap_or_else(|| {
-            panic!(
-                "request {i} is not part of the last successful read ({} requests)",
-                self.sectors.len()
-            )
-        });
-        let start = i * self.slot_bytes;
-        &self.buf[start..start + *sectors as usize * SECTOR_BYTES]
+        slot_data(&self.buf, self.slot_bytes, &self.sectors, i)
     }
 
     fn kind(&self) -> ReaderKind {
