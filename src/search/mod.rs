@@ -32,6 +32,7 @@ use crate::index::{CODES_FILE, GRAPH_FILE, IndexError, Manifest, PQ_FILE, pqspac
 use crate::io::{IoError, ReadRequest, ReaderKind, SectorReader};
 use crate::pq::{Codebook, LookupTable};
 use crate::topk::TopK;
+use crate::vamana::{Candidate, insert_candidate};
 
 pub use cache::EntryCache;
 
@@ -343,19 +344,15 @@ impl Index {
 
         let start = self.header.medoid;
         s.seen.insert(start);
-        s.pool.push(Cand {
-            distance: s.table.distance(self.codes.row(start)),
-            id: start,
-            visited: false,
-        });
+        insert_candidate(&mut s.pool, l, start, s.table.distance(self.codes.row(start)));
         stats.pq_distances += 1;
 
         loop {
             // The W best unvisited candidates among the best L.
             s.batch.clear();
             for c in s.pool.iter_mut() {
-                if !c.visited {
-                    c.visited = true;
+                if !c.expanded {
+                    c.expanded = true;
                     s.batch.push(c.id);
                     if s.batch.len() == params.beam_width {
                         break;
@@ -399,27 +396,20 @@ impl Index {
                 };
                 let rec = self
                     .layout
-                    .decode_record(id, bytes, false)
+                    // check_graph: a neighbour id >= N would index past the
+                    // codes; the record decoder already knows how to refuse it.
+                    .decode_record(id, bytes, true)
                     .map_err(|f| self.record_error(id, f))?;
                 rec.vector_into(&mut vec_buf);
                 best.push(dist.eval(&qt, &vec_buf), id);
                 stats.exact_distances += 1;
                 for n in rec.neighbors() {
-                    if n as u64 >= self.header.count {
-                        return Err(self.record_error(
-                            id,
-                            crate::format::graph::RecordFault::NeighborOutOfRange {
-                                index: 0,
-                                id: n,
-                            },
-                        ));
-                    }
                     if !s.seen.insert(n) {
                         continue;
                     }
                     let d = s.table.distance(self.codes.row(n));
                     stats.pq_distances += 1;
-                    insert_candidate(&mut s.pool, l, Cand { distance: d, id: n, visited: false });
+                    insert_candidate(&mut s.pool, l, n, d);
                 }
             }
         }
@@ -435,34 +425,13 @@ impl Index {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Cand {
-    distance: f32,
-    id: u32,
-    visited: bool,
-}
-
-/// Inserts into the pool kept sorted by (distance, id), at most `l` long.
-#[inline]
-fn insert_candidate(pool: &mut Vec<Cand>, l: usize, c: Cand) {
-    if pool.len() == l {
-        let w = pool[l - 1];
-        if (c.distance, c.id) >= (w.distance, w.id) {
-            return;
-        }
-    }
-    let pos = pool.partition_point(|x| (x.distance, x.id) < (c.distance, c.id));
-    pool.insert(pos, c);
-    pool.truncate(l);
-}
-
 /// Per-thread search state: the reader (one ring) and reusable scratch.
 pub struct Searcher {
     reader: Box<dyn SectorReader>,
     table: LookupTable,
     /// The query in PQ space (augmented for inner product).
     pq_query: Vec<f32>,
-    pool: Vec<Cand>,
+    pool: Vec<Candidate>,
     seen: FxHashSet<u32>,
     query: Vec<f32>,
     batch: Vec<u32>,

@@ -18,6 +18,7 @@ mod prune;
 mod search;
 
 pub use build::{BuildParams, BuildProgress, build};
+pub(crate) use search::{Candidate, insert_candidate};
 pub use search::{GreedySearch, VisitedSet};
 
 use parking_lot::Mutex;

@@ -38,11 +38,35 @@ impl VisitedSet {
     }
 }
 
+/// A search candidate: a node, its distance to the query, and whether it
+/// has been expanded (in memory) or read (on disk).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Candidate {
     pub distance: f32,
     pub id: u32,
     pub expanded: bool,
+}
+
+/// Inserts an unexpanded candidate into `pool`, kept sorted by (distance, id)
+/// and at most `l` long: the candidate list of both the in-memory greedy
+/// search and the disk beam search. Returns whether it entered.
+#[inline]
+pub(crate) fn insert_candidate(
+    pool: &mut Vec<Candidate>,
+    l: usize,
+    id: u32,
+    distance: f32,
+) -> bool {
+    if pool.len() == l {
+        let worst = pool[l - 1];
+        if (distance, id) >= (worst.distance, worst.id) {
+            return false;
+        }
+    }
+    let pos = pool.partition_point(|c| (c.distance, c.id) < (distance, id));
+    pool.insert(pos, Candidate { distance, id, expanded: false });
+    pool.truncate(l);
+    true
 }
 
 /// A sorted candidate list of bounded size plus the expanded nodes.
@@ -61,20 +85,9 @@ impl GreedySearch {
         GreedySearch { l, pool: Vec::with_capacity(l + 1), expanded: Vec::new(), distance_count: 0 }
     }
 
-    /// Inserts a candidate keeping the pool sorted by (distance, id) and at
-    /// most L long. Returns whether it entered.
     #[inline]
     pub(crate) fn insert(&mut self, id: u32, distance: f32) -> bool {
-        if self.pool.len() == self.l {
-            let worst = self.pool[self.l - 1];
-            if (distance, id) >= (worst.distance, worst.id) {
-                return false;
-            }
-        }
-        let pos = self.pool.partition_point(|c| (c.distance, c.id) < (distance, id));
-        self.pool.insert(pos, Candidate { distance, id, expanded: false });
-        self.pool.truncate(self.l);
-        true
+        insert_candidate(&mut self.pool, self.l, id, distance)
     }
 
     /// Runs the search from the graph's medoid; `dist(id)` is the distance
