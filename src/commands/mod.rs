@@ -29,12 +29,17 @@ pub fn progress_bar(total: u64, phase: &str) -> ProgressBar {
     pb
 }
 
-pub fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
+/// `--threads`, defaulting to every core, checked against THREADS_MAX.
+pub fn resolve_threads(threads: Option<usize>) -> Result<usize> {
     let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if n == 0 || n > basalt::THREADS_MAX {
         bail!("--threads {n} is outside 1..={} (THREADS_MAX)", basalt::THREADS_MAX);
     }
-    Ok(rayon::ThreadPoolBuilder::new().num_threads(n).build()?)
+    Ok(n)
+}
+
+pub fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
+    Ok(rayon::ThreadPoolBuilder::new().num_threads(resolve_threads(threads)?).build()?)
 }
 
 pub fn generate(a: GenArgs) -> Result<()> {

@@ -32,11 +32,7 @@ struct Row {
 }
 
 pub fn run(a: SearchArgs) -> Result<()> {
-    let threads =
-        a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if threads == 0 || threads > basalt::THREADS_MAX {
-        bail!("--threads {threads} is outside 1..={}", basalt::THREADS_MAX);
-    }
+    let threads = super::resolve_threads(a.threads)?;
     let t = Instant::now();
     let index =
         Index::open(&a.index, &OpenOptions { reader: a.reader, cache_nodes: a.cache_nodes })?;

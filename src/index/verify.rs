@@ -2,7 +2,7 @@
 //! invariant of an index, or describe it.
 //!
 //! Verification reads each file whole (streamed): the manifest's sizes and
-//! CRCs, the graph header, every node record (checksum, degree <= R, ids < N,
+//! XXH3 hashes, the graph header, every node record (checksum, degree <= R, ids < N,
 //! no self loop), the PQ codebook and the codes. The first bad record is
 //! named by node id, sector and byte offset.
 

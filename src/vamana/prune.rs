@@ -1,7 +1,9 @@
 //! RobustPrune (DiskANN, Algorithm 2): choose at most R out-neighbours of p
 //! among candidates, skipping a candidate c when an already chosen p* is
 //! alpha-times closer to it than p is (`alpha * d(p*, c) <= d(p, c)`), which
-//! keeps long edges in directions not yet covered. With `saturate`, the
+//! keeps long edges in directions not yet covered. Candidates are taken in
+//! rounds of growing alpha (1, 1.2, ... up to alpha), as DiskANN's occlusion
+//! does, so the most diverse edges come first. With `saturate`, the
 //! slots left free below R are then filled with the nearest pruned
 //! candidates (as DiskANN's disk build does): a disk record has room for R
 //! ids whatever the degree, so the extra edges cost no I/O and give the
