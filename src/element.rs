@@ -172,7 +172,7 @@ impl Element for i8 {
 }
 
 /// Views a slice of plain-old-data scalars as bytes.
-#[allow(unsafe_code)]
+#[allow(unsafe_code, reason = "a byte view of plain scalars")]
 fn bytemuck_cast<T: Element>(slice: &[T]) -> &[u8] {
     // SAFETY: T is one of f32/u8/i8 (the trait is sealed): no padding, every
     // byte initialised, and u8 has alignment 1, so the view is valid for the

@@ -1,6 +1,8 @@
 //! Black-box tests of the built `basalt` binary: the commands a user runs,
 //! end to end, and the errors a user sees.
 
+#![allow(clippy::unwrap_used, reason = "a test panics to report its failure")]
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -1,16 +1,20 @@
 //! AVX2+FMA and AVX-512 kernels for x86_64.
 //!
-//! Each kernel is an `unsafe` `#[target_feature]` function wrapped by a safe
-//! entry point that checks the slice lengths. The tables at the bottom are
+//! Each kernel is a safe `#[target_feature]` function: it checks its slice
+//! lengths itself, so its only precondition is the CPU feature, which the
+//! compiler enforces (calling it from code without the feature needs
+//! `unsafe`). The helpers (steps, widening, horizontal sums) are safe
+//! `#[target_feature]` functions too, called only from kernels with the same
+//! features, so those calls need no `unsafe`. The one `unsafe` left per
+//! kernel is the raw-pointer loads. The safe entry points at the bottom are
 //! only reachable through `DistanceElement::kernels_at`, which never hands out
-//! a level above the one detected on this CPU: that is the precondition every
-//! `SAFETY` comment below relies on.
+//! a level above the one detected on this CPU: that is the precondition their
+//! `SAFETY` comments rely on.
 //!
 //! f32 kernels keep four independent accumulators so the FMA latency is
 //! hidden; AVX-512 tails use masked loads, AVX2 tails fall back to scalar.
 //! Integer kernels widen to i16 and use `madd_epi16` into i32 lanes, exact
 //! for dimensions up to `DIM_MAX`.
-#![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
 
@@ -22,7 +26,9 @@ use super::{Kernels, SimdLevel};
 macro_rules! f32_avx512_kernel {
     ($name:ident, $step:expr) => {
         #[target_feature(enable = "avx512f")]
-        unsafe fn $name(a: &[f32], b: &[f32]) -> f32 {
+        #[allow(unsafe_code, reason = "SIMD loads through raw pointers")]
+        fn $name(a: &[f32], b: &[f32]) -> f32 {
+            assert_eq!(a.len(), b.len(), "distance between vectors of different dimension");
             let n = a.len();
             let (pa, pb) = (a.as_ptr(), b.as_ptr());
             let mut acc = [_mm512_setzero_ps(); 4];
@@ -58,26 +64,26 @@ macro_rules! f32_avx512_kernel {
     };
 }
 
-#[inline(always)]
+#[target_feature(enable = "avx512f")]
+#[inline]
 fn l2_step_512(a: __m512, b: __m512, acc: __m512) -> __m512 {
-    // SAFETY: only inlined into avx512f functions.
-    unsafe {
-        let d = _mm512_sub_ps(a, b);
-        _mm512_fmadd_ps(d, d, acc)
-    }
+    let d = _mm512_sub_ps(a, b);
+    _mm512_fmadd_ps(d, d, acc)
 }
 
-#[inline(always)]
+#[target_feature(enable = "avx512f")]
+#[inline]
 fn ip_step_512(a: __m512, b: __m512, acc: __m512) -> __m512 {
-    // SAFETY: only inlined into avx512f functions.
-    unsafe { _mm512_fmadd_ps(a, b, acc) }
+    _mm512_fmadd_ps(a, b, acc)
 }
 
 f32_avx512_kernel!(l2_f32_avx512_impl, l2_step_512);
 f32_avx512_kernel!(ip_f32_avx512_impl, ip_step_512);
 
 #[target_feature(enable = "avx512f")]
-unsafe fn cos_f32_avx512_impl(a: &[f32], b: &[f32]) -> f32 {
+#[allow(unsafe_code, reason = "SIMD loads through raw pointers")]
+fn cos_f32_avx512_impl(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "distance between vectors of different dimension");
     let n = a.len();
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
     let (mut dot, mut na, mut nb) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
@@ -110,21 +116,21 @@ unsafe fn cos_f32_avx512_impl(a: &[f32], b: &[f32]) -> f32 {
 
 // ------------------------------------------------------------------ f32, AVX2
 
-#[inline(always)]
+#[target_feature(enable = "avx2")]
+#[inline]
 fn hsum_256(v: __m256) -> f32 {
-    // SAFETY: only inlined into avx2 functions.
-    unsafe {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    }
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
 }
 
 macro_rules! f32_avx2_kernel {
     ($name:ident, $step:ident, $tail:expr) => {
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn $name(a: &[f32], b: &[f32]) -> f32 {
+        #[allow(unsafe_code, reason = "SIMD loads through raw pointers")]
+        fn $name(a: &[f32], b: &[f32]) -> f32 {
+            assert_eq!(a.len(), b.len(), "distance between vectors of different dimension");
             let n = a.len();
             let (pa, pb) = (a.as_ptr(), b.as_ptr());
             let mut acc = [_mm256_setzero_ps(); 4];
@@ -152,26 +158,26 @@ macro_rules! f32_avx2_kernel {
     };
 }
 
-#[inline(always)]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
 fn l2_step_256(a: __m256, b: __m256, acc: __m256) -> __m256 {
-    // SAFETY: only inlined into avx2+fma functions.
-    unsafe {
-        let d = _mm256_sub_ps(a, b);
-        _mm256_fmadd_ps(d, d, acc)
-    }
+    let d = _mm256_sub_ps(a, b);
+    _mm256_fmadd_ps(d, d, acc)
 }
 
-#[inline(always)]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
 fn ip_step_256(a: __m256, b: __m256, acc: __m256) -> __m256 {
-    // SAFETY: only inlined into avx2+fma functions.
-    unsafe { _mm256_fmadd_ps(a, b, acc) }
+    _mm256_fmadd_ps(a, b, acc)
 }
 
 f32_avx2_kernel!(l2_f32_avx2_impl, l2_step_256, scalar::l2_squared_f32);
 f32_avx2_kernel!(ip_f32_avx2_impl, ip_step_256, scalar::inner_product_f32);
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn cos_f32_avx2_impl(a: &[f32], b: &[f32]) -> f32 {
+#[allow(unsafe_code, reason = "SIMD loads through raw pointers")]
+fn cos_f32_avx2_impl(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "distance between vectors of different dimension");
     let n = a.len();
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
     let (mut dot, mut na, mut nb) = (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
@@ -201,7 +207,9 @@ unsafe fn cos_f32_avx2_impl(a: &[f32], b: &[f32]) -> f32 {
 macro_rules! int_avx512_kernels {
     ($t:ty, $widen:ident, $l2:ident, $ip:ident, $cos:ident) => {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-        unsafe fn $l2(a: &[$t], b: &[$t]) -> f32 {
+        #[allow(unsafe_code, reason = "SIMD loads through raw pointers")]
+        fn $l2(a: &[$t], b: &[$t]) -> f32 {
+            assert_eq!(a.len(), b.len(), "distance between vectors of different dimension");
             let n = a.len();
             let (pa, pb) = (a.as_ptr(), b.as_ptr());
             let (mut acc0, mut acc1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
@@ -233,7 +241,9 @@ macro_rules! int_avx512_kernels {
         }
 
         #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-        unsafe fn $ip(a: &[$t], b: &[$t]) -> f32 {
+        #[allow(unsafe_code, reason = "SIMD loads through raw pointers")]
+        fn $ip(a: &[$t], b: &[$t]) -> f32 {
+            assert_eq!(a.len(), b.len(), "distance between vectors of different dimension");
             let n = a.len();
             let (pa, pb) = (a.as_ptr(), b.as_ptr());
             let (mut acc0, mut acc1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
@@ -262,7 +272,9 @@ macro_rules! int_avx512_kernels {
         }
 
         #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-        unsafe fn $cos(a: &[$t], b: &[$t]) -> f32 {
+        #[allow(unsafe_code, reason = "SIMD loads through raw pointers")]
+        fn $cos(a: &[$t], b: &[$t]) -> f32 {
+            assert_eq!(a.len(), b.len(), "distance between vectors of different dimension");
             let n = a.len();
             let (pa, pb) = (a.as_ptr(), b.as_ptr());
             let (mut dot, mut na, mut nb) =
@@ -290,16 +302,16 @@ macro_rules! int_avx512_kernels {
     };
 }
 
-#[inline(always)]
+#[target_feature(enable = "avx512bw")]
+#[inline]
 fn widen_u8_512(v: __m256i) -> __m512i {
-    // SAFETY: only inlined into avx512bw functions.
-    unsafe { _mm512_cvtepu8_epi16(v) }
+    _mm512_cvtepu8_epi16(v)
 }
 
-#[inline(always)]
+#[target_feature(enable = "avx512bw")]
+#[inline]
 fn widen_i8_512(v: __m256i) -> __m512i {
-    // SAFETY: only inlined into avx512bw functions.
-    unsafe { _mm512_cvtepi8_epi16(v) }
+    _mm512_cvtepi8_epi16(v)
 }
 
 int_avx512_kernels!(u8, widen_u8_512, l2_u8_avx512_impl, ip_u8_avx512_impl, cos_u8_avx512_impl);
@@ -307,21 +319,21 @@ int_avx512_kernels!(i8, widen_i8_512, l2_i8_avx512_impl, ip_i8_avx512_impl, cos_
 
 // ------------------------------------------------------------ u8 / i8, AVX2
 
-#[inline(always)]
+#[target_feature(enable = "avx2")]
+#[inline]
 fn hsum_epi32_256(v: __m256i) -> i32 {
-    // SAFETY: only inlined into avx2 functions.
-    unsafe {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-        _mm_cvtsi128_si32(s)
-    }
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
 }
 
 macro_rules! int_avx2_kernels {
     ($t:ty, $widen:ident, $l2:ident, $ip:ident, $cos:ident, $sl2:path, $sip:path) => {
         #[target_feature(enable = "avx2")]
-        unsafe fn $l2(a: &[$t], b: &[$t]) -> f32 {
+        #[allow(unsafe_code, reason = "SIMD loads through raw pointers")]
+        fn $l2(a: &[$t], b: &[$t]) -> f32 {
+            assert_eq!(a.len(), b.len(), "distance between vectors of different dimension");
             let n = a.len();
             let (pa, pb) = (a.as_ptr(), b.as_ptr());
             let mut acc = _mm256_setzero_si256();
@@ -340,7 +352,9 @@ macro_rules! int_avx2_kernels {
         }
 
         #[target_feature(enable = "avx2")]
-        unsafe fn $ip(a: &[$t], b: &[$t]) -> f32 {
+        #[allow(unsafe_code, reason = "SIMD loads through raw pointers")]
+        fn $ip(a: &[$t], b: &[$t]) -> f32 {
+            assert_eq!(a.len(), b.len(), "distance between vectors of different dimension");
             let n = a.len();
             let (pa, pb) = (a.as_ptr(), b.as_ptr());
             let mut acc = _mm256_setzero_si256();
@@ -358,7 +372,9 @@ macro_rules! int_avx2_kernels {
         }
 
         #[target_feature(enable = "avx2")]
-        unsafe fn $cos(a: &[$t], b: &[$t]) -> f32 {
+        #[allow(unsafe_code, reason = "SIMD loads through raw pointers")]
+        fn $cos(a: &[$t], b: &[$t]) -> f32 {
+            assert_eq!(a.len(), b.len(), "distance between vectors of different dimension");
             let n = a.len();
             let (pa, pb) = (a.as_ptr(), b.as_ptr());
             let (mut dot, mut na, mut nb) =
@@ -387,16 +403,16 @@ macro_rules! int_avx2_kernels {
     };
 }
 
-#[inline(always)]
+#[target_feature(enable = "avx2")]
+#[inline]
 fn widen_u8_256(v: __m128i) -> __m256i {
-    // SAFETY: only inlined into avx2 functions.
-    unsafe { _mm256_cvtepu8_epi16(v) }
+    _mm256_cvtepu8_epi16(v)
 }
 
-#[inline(always)]
+#[target_feature(enable = "avx2")]
+#[inline]
 fn widen_i8_256(v: __m128i) -> __m256i {
-    // SAFETY: only inlined into avx2 functions.
-    unsafe { _mm256_cvtepi8_epi16(v) }
+    _mm256_cvtepi8_epi16(v)
 }
 
 int_avx2_kernels!(
@@ -422,11 +438,11 @@ int_avx2_kernels!(
 
 macro_rules! safe_entry {
     ($entry:ident, $impl:ident, $t:ty) => {
+        #[allow(unsafe_code, reason = "calls a #[target_feature] kernel")]
         fn $entry(a: &[$t], b: &[$t]) -> f32 {
-            assert_eq!(a.len(), b.len(), "distance between vectors of different dimension");
             // SAFETY: this entry is only reachable through a kernel table that
             // `kernels_at` hands out when the CPU has the required features
-            // (see the module comment), and the lengths were checked above.
+            // (see the module comment); the kernel checks the lengths.
             unsafe { $impl(a, b) }
         }
     };

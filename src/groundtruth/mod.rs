@@ -206,7 +206,7 @@ fn score_block_with(
 }
 
 /// `c (m x n) = a (m x k) * b (n x k)^T`, all row-major.
-#[allow(unsafe_code)]
+#[allow(unsafe_code, reason = "matrixmultiply::sgemm takes raw pointers and strides")]
 fn gemm_abt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, c: &mut [f32]) {
     assert!(a.len() == m * k && b.len() == n * k && c.len() == m * n, "gemm shapes");
     // SAFETY: the assert above proves every index the strides reach is in

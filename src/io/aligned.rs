@@ -10,7 +10,6 @@
 //! multiple of [`SECTOR_BYTES`], and the bytes are zeroed at allocation, so
 //! they are always initialised. A zero-length buffer allocates nothing.
 //! Allocation failure is an error, not an abort.
-#![allow(unsafe_code)]
 
 use std::alloc::{self, Layout};
 use std::io;
@@ -29,8 +28,10 @@ pub struct AlignedBuf {
 
 // SAFETY: `AlignedBuf` owns its allocation exclusively (like a `Box<[u8]>`),
 // so moving it to another thread moves the only handle to the bytes.
+#[allow(unsafe_code, reason = "AlignedBuf owns its allocation like a Box<[u8]>")]
 unsafe impl Send for AlignedBuf {}
 // SAFETY: shared access only hands out `&[u8]`; there is no interior mutability.
+#[allow(unsafe_code, reason = "shared access only hands out &[u8]")]
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
@@ -38,6 +39,7 @@ impl AlignedBuf {
     ///
     /// Panics if `len` is not a multiple of [`SECTOR_BYTES`]: callers size
     /// buffers in whole sectors, so anything else is a bug.
+    #[allow(unsafe_code, reason = "aligned allocation through std::alloc")]
     pub fn zeroed(len: usize) -> Result<AlignedBuf, IoError> {
         assert!(
             len.is_multiple_of(SECTOR_BYTES),
@@ -90,6 +92,7 @@ impl AlignedBuf {
     }
 }
 
+#[allow(unsafe_code, reason = "a slice view of the owned allocation")]
 impl Deref for AlignedBuf {
     type Target = [u8];
 
@@ -101,6 +104,7 @@ impl Deref for AlignedBuf {
     }
 }
 
+#[allow(unsafe_code, reason = "a slice view of the owned allocation")]
 impl DerefMut for AlignedBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `deref`; `&mut self` guarantees exclusive access.
@@ -108,6 +112,7 @@ impl DerefMut for AlignedBuf {
     }
 }
 
+#[allow(unsafe_code, reason = "frees the allocation made in zeroed")]
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         if self.len == 0 {

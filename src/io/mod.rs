@@ -26,7 +26,7 @@
 
 mod aligned;
 mod pread;
-mod uring;
+pub(crate) mod uring;
 
 #[cfg(test)]
 mod tests;
@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 pub use aligned::AlignedBuf;
 pub use pread::PreadReader;
-pub use uring::UringReader;
+pub use uring::{DROP_REAP_TIMEOUT, UringReader, leaked_buffer_bytes};
 
 use crate::format::SECTOR_BYTES;
 

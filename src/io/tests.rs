@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::uring;
 use super::*;
 
 const FILE_SECTORS: u64 = 64;
@@ -366,4 +367,121 @@ fn transfer_retries_are_bounded() {
     let mut t = Transfer::new(&req);
     let eio = Err(io::Error::from_raw_os_error(libc::EIO));
     assert!(matches!(t.advance(eio, path), Step::Failed(IoError::Read { len: 8192, .. })));
+}
+
+/// A reader over the read end of an empty pipe: its reads block in the
+/// kernel until someone writes, so they stay in flight as long as a test wants.
+fn pipe_reader(faults: uring::Faults) -> (UringReader, std::io::PipeWriter) {
+    let (r, w) = std::io::pipe().unwrap();
+    let file = Arc::new(File::from(std::os::fd::OwnedFd::from(r)));
+    let mut reader = UringReader::new(file, PathBuf::from("pipe"), 4, 1).unwrap();
+    reader.faults = faults;
+    (reader, w)
+}
+
+type Outcome = Arc<std::sync::Mutex<Option<uring::DropOutcome>>>;
+
+fn faults(cancel: bool, timeout_ms: u64, panic_after_submit: bool) -> (uring::Faults, Outcome) {
+    let outcome: Outcome = Arc::default();
+    let f = uring::Faults {
+        panic_after_submit,
+        no_cancel_on_drop: !cancel,
+        drop_reap_timeout: Some(std::time::Duration::from_millis(timeout_ms)),
+        drop_outcome: Some(Arc::clone(&outcome)),
+    };
+    (f, outcome)
+}
+
+const TWO_READS: [ReadRequest; 2] =
+    [ReadRequest { offset: 0, sectors: 1 }, ReadRequest { offset: 0, sectors: 1 }];
+
+// A reader dropped with reads blocked in the kernel cancels and reaps them
+// before it frees its buffer, and the drop returns quickly.
+#[test]
+fn drop_with_reads_in_flight_cancels_and_reaps() {
+    let (f, outcome) = faults(true, 5_000, false);
+    let (mut reader, _w) = pipe_reader(f);
+    reader.submit_only(&TWO_READS).unwrap();
+    assert_eq!(reader.in_flight(), 2);
+    let t = std::time::Instant::now();
+    drop(reader);
+    assert!(t.elapsed() < std::time::Duration::from_secs(4), "drop took {:?}", t.elapsed());
+    let o = outcome.lock().unwrap().unwrap();
+    assert_eq!((o.in_flight_at_drop, o.in_flight_at_end, o.leaked), (2, 0, false), "{o:?}");
+}
+
+// Without cancellation, a drop waits for reads that complete within its bound
+// (data arrives on the pipe later) and frees the buffer only after reaping them.
+#[test]
+fn drop_waits_for_reads_that_complete() {
+    let (f, outcome) = faults(false, 10_000, false);
+    let (mut reader, mut w) = pipe_reader(f);
+    reader.submit_only(&TWO_READS).unwrap();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        std::io::Write::write_all(&mut w, &vec![7u8; 4 * SECTOR_BYTES]).unwrap();
+        w
+    });
+    let t = std::time::Instant::now();
+    drop(reader);
+    let waited = t.elapsed();
+    let _w = writer.join().unwrap();
+    let o = outcome.lock().unwrap().unwrap();
+    assert_eq!((o.in_flight_at_drop, o.in_flight_at_end, o.leaked), (2, 0, false), "{o:?}");
+    assert!(
+        waited >= std::time::Duration::from_millis(100),
+        "freed before the data came: {waited:?}"
+    );
+}
+
+// Reads that neither complete nor get cancelled within the bound: the drop
+// gives up on time and leaks the buffer instead of freeing it under the kernel.
+#[test]
+fn drop_leaks_the_buffer_of_reads_it_cannot_reap() {
+    let before = leaked_buffer_bytes();
+    let (f, outcome) = faults(false, 200, false);
+    let (mut reader, _w) = pipe_reader(f);
+    reader.submit_only(&TWO_READS).unwrap();
+    let t = std::time::Instant::now();
+    drop(reader);
+    let waited = t.elapsed();
+    assert!(waited >= std::time::Duration::from_millis(200), "{waited:?}");
+    assert!(waited < std::time::Duration::from_secs(3), "drop hung: {waited:?}");
+    let o = outcome.lock().unwrap().unwrap();
+    assert_eq!((o.in_flight_at_drop, o.in_flight_at_end, o.leaked), (2, 2, true), "{o:?}");
+    assert!(leaked_buffer_bytes() >= before + 4 * SECTOR_BYTES as u64);
+}
+
+// A panic that unwinds out of `read` with reads in flight: the reader dropped
+// by the unwinding reaps them (file reads complete; pipe reads are cancelled)
+// or, when it cannot, leaks its buffer; it never hangs.
+#[test]
+fn panic_with_reads_in_flight_is_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = patterned_file(dir.path(), FILE_SECTORS, 0);
+    let file = open(&path);
+    for (use_pipe, cancel, leaked) in
+        [(false, true, false), (true, true, false), (true, false, true)]
+    {
+        let (f, outcome) = faults(cancel, 300, true);
+        let (reader, _w) = if use_pipe {
+            let (r, w) = pipe_reader(f);
+            (r, Some(w))
+        } else {
+            let mut r = UringReader::new(Arc::clone(&file), path.clone(), 4, 1).unwrap();
+            r.faults = f;
+            (r, None)
+        };
+        let t = std::time::Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let mut reader = reader;
+            reader.read(&TWO_READS)
+        }));
+        assert!(result.is_err(), "the injected panic must unwind");
+        assert!(t.elapsed() < std::time::Duration::from_secs(3), "unwinding hung");
+        let o = outcome.lock().unwrap().unwrap();
+        assert_eq!(o.in_flight_at_drop, 2, "pipe {use_pipe}: {o:?}");
+        assert_eq!(o.leaked, leaked, "pipe {use_pipe} cancel {cancel}: {o:?}");
+        assert_eq!(o.in_flight_at_end == 0, !leaked, "{o:?}");
+    }
 }

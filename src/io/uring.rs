@@ -9,24 +9,32 @@
 //! [`RESUBMITS_PER_REQUEST_MAX`](super::RESUBMITS_PER_REQUEST_MAX).
 //!
 //! Ownership rule: a slot belongs to the kernel from the push of its SQE until
-//! its completion is reaped. `read` therefore never returns while operations
-//! are in flight: after the first error it stops submitting, drains every
-//! outstanding completion, and only then reports the error. The one exception
-//! is a failing `io_uring_enter` itself, after which completions may never be
-//! seen: the reader is then poisoned (every later read fails) and its buffer is
-//! leaked on drop rather than freed under the kernel's feet.
+//! its completion is reaped. The reader counts the operations it has pushed
+//! and not reaped (`in_flight`, a field, not a local, so that it is still
+//! right when a panic unwinds out of `read`). `read` normally returns only
+//! with nothing in flight: after the first error it stops submitting and
+//! drains every outstanding completion before it reports the error. Two
+//! things can leave operations in flight: a failing `io_uring_enter` (the
+//! reader is then poisoned: every later read fails) and a panic between a
+//! submission and its completion. Whatever the reason, `Drop` first asks the
+//! kernel to cancel what it still holds, then reaps completions for at most
+//! [`DROP_REAP_TIMEOUT`]; if anything is still in flight after that, the slot
+//! buffer is leaked (counted in [`leaked_buffer_bytes`]) rather than freed
+//! under the kernel's feet. A drop therefore never hangs and never frees
+//! memory the kernel may still write.
 //!
 //! The slot buffer is registered with the ring when RLIMIT_MEMLOCK allows, so
 //! reads use `IORING_OP_READ_FIXED` and skip per-I/O page pinning; otherwise
 //! plain `IORING_OP_READ` ([`UringReader::registered`] says which). The file is
 //! registered too when possible, to skip the per-I/O file table lookup.
-#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, Probe, opcode, squeue, types};
 
@@ -38,6 +46,54 @@ use super::{
 /// How many times one `io_uring_enter` is retried after EINTR, EAGAIN or EBUSY
 /// before the reader gives up and poisons itself.
 const ENTER_RETRIES_MAX: u32 = 1024;
+
+/// Longest a dropped reader waits for operations still in flight before it
+/// leaks their buffer instead. Disk reads finish in milliseconds and blocked
+/// ones are cancelled first, so this bound is reached only when the kernel
+/// neither completes nor cancels (a hung device).
+pub const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One wait of the drop-time reaping loop (it re-checks its deadline after each).
+const DROP_REAP_WAIT: Duration = Duration::from_millis(20);
+
+/// `user_data` of the cancel request pushed on drop; batch requests use
+/// their index, which is below `REQUESTS_PER_BATCH_MAX`.
+const CANCEL_USER_DATA: u64 = u64::MAX;
+
+/// Bytes of slot buffers leaked by dropped readers whose reads the kernel
+/// still held (process-wide; the daemon exports it as a metric).
+static LEAKED_BUFFER_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of slot buffers leaked so far by readers dropped with reads in flight.
+pub fn leaked_buffer_bytes() -> u64 {
+    LEAKED_BUFFER_BYTES.load(Ordering::Relaxed)
+}
+
+/// How a dropped reader parted with its slot buffer (kept for tests).
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct DropOutcome {
+    /// Operations in flight when the drop began.
+    pub(super) in_flight_at_drop: usize,
+    /// Operations still in flight when the reader gave up (0: all reaped).
+    pub(super) in_flight_at_end: usize,
+    /// Whether the buffer was leaked instead of freed.
+    pub(super) leaked: bool,
+}
+
+/// Faults tests inject into a reader.
+#[cfg(test)]
+#[derive(Clone, Debug, Default)]
+pub(super) struct Faults {
+    /// Panic inside `read` right after the first submission, reads in flight.
+    pub(super) panic_after_submit: bool,
+    /// Do not ask the kernel to cancel on drop (to reach the leak path).
+    pub(super) no_cancel_on_drop: bool,
+    /// Bound of the drop-time reaping (instead of [`DROP_REAP_TIMEOUT`]).
+    pub(super) drop_reap_timeout: Option<Duration>,
+    /// Where the drop reports what it did.
+    pub(super) drop_outcome: Option<Arc<std::sync::Mutex<Option<DropOutcome>>>>,
+}
 
 /// Reads sectors through io_uring, a whole batch in flight at once.
 pub struct UringReader {
@@ -64,8 +120,13 @@ pub struct UringReader {
     pending: Vec<usize>,
     /// Sectors of each request of the last successful read; empty after a failure.
     sectors: Vec<u32>,
+    /// Operations pushed to the ring whose completions have not been reaped:
+    /// while it is non-zero the kernel may write into `buf`.
+    in_flight: usize,
     /// The errno of a failed `io_uring_enter` that left reads in flight.
     poisoned: Option<i32>,
+    #[cfg(test)]
+    pub(super) faults: Faults,
 }
 
 impl UringReader {
@@ -102,16 +163,10 @@ impl UringReader {
         check_opcodes(&ring)?;
 
         let mut buf = AlignedBuf::zeroed(slot_bytes * batch_max)?;
-        let iovec = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
         // Failure (typically ENOMEM from RLIMIT_MEMLOCK, which io_uring charges
         // per user, across processes) only means plain `Read` instead of `ReadFixed`.
         let registration = if options.register_buffers {
-            // SAFETY: the iovec covers exactly `buf`'s allocation. `buf` moves
-            // into the returned reader together with the ring; its heap memory
-            // never moves or shrinks, and it outlives the ring: the ring is
-            // dropped first (field order), or, if the reader is poisoned, `buf`
-            // is leaked.
-            unsafe { ring.submitter().register_buffers(&[iovec]) }
+            register_slot_buffer(&ring, &mut buf)
         } else {
             Err(io::Error::other("buffer registration disabled"))
         };
@@ -133,7 +188,10 @@ impl UringReader {
             transfers: Vec::with_capacity(batch_max),
             pending: Vec::with_capacity(batch_max),
             sectors: Vec::with_capacity(batch_max),
+            in_flight: 0,
             poisoned: None,
+            #[cfg(test)]
+            faults: Faults::default(),
         })
     }
 
@@ -153,14 +211,18 @@ impl UringReader {
         self.file_registered
     }
 
+    /// Operations submitted and not yet reaped (0 between reads).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
     /// Pushes as many pending requests as the submission queue has room for
-    /// and returns how many it pushed. The rest stay pending for the next
-    /// round, after `io_uring_enter` has emptied the queue.
-    fn push_pending(&mut self) -> usize {
+    /// and counts them in flight. The rest stay pending for the next round,
+    /// after `io_uring_enter` has emptied the queue.
+    fn push_pending(&mut self) {
         let target = Target { fixed_file: self.file_registered, fd: self.file.as_raw_fd() };
         let base = self.buf.as_mut_ptr();
         let mut sq = self.ring.submission();
-        let mut pushed = 0;
         while let Some(&i) = self.pending.last() {
             let transfer = &self.transfers[i];
             let at = i * self.slot_bytes + transfer.done as usize;
@@ -178,27 +240,22 @@ impl UringReader {
                 target.read(dst, len, transfer.next_offset())
             }
             .user_data(i as u64);
-            // SAFETY: `dst..dst + len` lies inside slot `i` of `buf` (asserted
-            // above), which stays allocated and untouched by Rust code until
-            // this operation's completion is reaped: `read` does not return
-            // while operations are in flight, and `buf` outlives the ring or is
-            // leaked. With `ReadFixed`, the range is inside registered buffer 0.
-            if unsafe { sq.push(&entry) }.is_err() {
+            if !push_read(&mut sq, &entry) {
                 break;
             }
             self.pending.pop();
-            pushed += 1;
+            // Counted before anything can panic: from here on the slot is the kernel's.
+            self.in_flight += 1;
         }
-        pushed
     }
 
-    /// Submits what is queued and waits until `in_flight` completions are
-    /// available. Transient failures are retried; anything else poisons the
+    /// Submits what is queued and waits until every operation in flight has
+    /// completed. Transient failures are retried; anything else poisons the
     /// reader, since completions of operations in flight may never arrive.
-    fn enter(&mut self, in_flight: usize) -> Result<(), IoError> {
+    fn enter(&mut self) -> Result<(), IoError> {
         let mut failures = 0;
         loop {
-            match self.ring.submit_and_wait(in_flight) {
+            match self.ring.submit_and_wait(self.in_flight) {
                 Ok(_) => return Ok(()),
                 Err(e) if is_transient_enter_error(&e) && failures < ENTER_RETRIES_MAX => {
                     failures += 1;
@@ -217,6 +274,88 @@ impl UringReader {
             }
         }
     }
+
+    /// Submits `reqs` without waiting for them (tests: a reader dropped with
+    /// reads in flight).
+    #[cfg(test)]
+    pub(super) fn submit_only(&mut self, reqs: &[ReadRequest]) -> Result<(), IoError> {
+        check_batch(reqs, self.batch_max, self.sectors_per_request_max)?;
+        self.transfers.clear();
+        self.transfers.extend(reqs.iter().map(Transfer::new));
+        self.pending.clear();
+        self.pending.extend((0..reqs.len()).rev());
+        self.push_pending();
+        self.ring.submit().map_err(|source| IoError::Setup { what: "submit", source })?;
+        Ok(())
+    }
+
+    /// Cancels and reaps every operation still in flight, waiting at most
+    /// `timeout`. Returns true when nothing is left in flight.
+    fn quiesce(&mut self, timeout: Duration, cancel: bool) -> bool {
+        if self.in_flight == 0 {
+            return true;
+        }
+        if cancel {
+            // Reads blocked in the kernel (on a pipe, or a device that stopped
+            // answering) end with ECANCELED; disk reads already under way
+            // simply complete. Best effort: if the queue is full or the kernel
+            // predates 5.19, the loop below still waits for completions.
+            let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+                .build()
+                .user_data(CANCEL_USER_DATA);
+            let mut sq = self.ring.submission();
+            let _ = push_read(&mut sq, &entry);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            for cqe in self.ring.completion() {
+                if cqe.user_data() != CANCEL_USER_DATA {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                }
+            }
+            if self.in_flight == 0 {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let wait = types::Timespec::from((deadline - now).min(DROP_REAP_WAIT));
+            let args = types::SubmitArgs::new().timespec(&wait);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                // ETIME: this wait ended without a completion; EINTR/EAGAIN/EBUSY: try again.
+                Err(e) if e.raw_os_error() == Some(libc::ETIME) || is_transient_enter_error(&e) => {
+                }
+                // The ring itself is broken: nothing more can be learnt from it.
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// Registers `buf` as the ring's fixed buffer 0.
+#[allow(unsafe_code, reason = "io_uring buffer registration hands the kernel a raw pointer")]
+fn register_slot_buffer(ring: &IoUring, buf: &mut AlignedBuf) -> io::Result<()> {
+    let iovec = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: the iovec covers exactly `buf`'s allocation. `buf` moves into
+    // the reader together with the ring; its heap memory never moves or
+    // shrinks, and it outlives the ring: the ring is dropped first (field
+    // order), and `Drop` leaks `buf` if the kernel may still write into it.
+    unsafe { ring.submitter().register_buffers(&[iovec]) }
+}
+
+/// Pushes one SQE; false when the submission queue is full.
+#[allow(unsafe_code, reason = "an SQE carries a raw buffer pointer the kernel writes through")]
+fn push_read(sq: &mut io_uring::SubmissionQueue<'_>, entry: &squeue::Entry) -> bool {
+    // SAFETY: every entry pushed here is either a cancel request (no buffer)
+    // or a read whose destination lies inside one slot of the reader's `buf`
+    // (asserted in `push_pending`). That slot stays allocated and untouched by
+    // Rust code until the completion is reaped: the reader counts the
+    // operation in `in_flight` at once, `read` does not return (except by
+    // poisoning or a panic) while it is non-zero, and `Drop` reaps it or
+    // leaks `buf`. With `ReadFixed`, the range is inside registered buffer 0.
+    unsafe { sq.push(entry) }.is_ok()
 }
 
 impl SectorReader for UringReader {
@@ -228,6 +367,7 @@ impl SectorReader for UringReader {
                 source: io::Error::from_raw_os_error(errno),
             });
         }
+        assert_eq!(self.in_flight, 0, "a read starts with nothing in flight");
         check_batch(reqs, self.batch_max, self.sectors_per_request_max)?;
         self.transfers.clear();
         self.transfers.extend(reqs.iter().map(Transfer::new));
@@ -236,15 +376,19 @@ impl SectorReader for UringReader {
         self.pending.extend((0..reqs.len()).rev());
 
         let mut first_error = None;
-        let mut in_flight = 0usize;
         loop {
-            in_flight += self.push_pending();
-            if in_flight == 0 {
+            self.push_pending();
+            if self.in_flight == 0 {
                 break;
             }
-            self.enter(in_flight)?;
+            #[cfg(test)]
+            if self.faults.panic_after_submit {
+                let _ = self.ring.submit();
+                panic!("injected panic with {} reads in flight", self.in_flight);
+            }
+            self.enter()?;
             for cqe in self.ring.completion() {
-                in_flight -= 1;
+                self.in_flight -= 1;
                 let i = usize::try_from(cqe.user_data()).unwrap_or(usize::MAX);
                 assert!(i < reqs.len(), "completion for unknown request {}", cqe.user_data());
                 let res = cqe.result();
@@ -289,12 +433,31 @@ impl SectorReader for UringReader {
 
 impl Drop for UringReader {
     fn drop(&mut self) {
-        if self.poisoned.is_some() {
-            // Reads may still be in flight into `buf`, and closing the ring does
-            // not wait for them: leak the memory rather than let the kernel
-            // write into freed (and maybe reused) heap.
-            std::mem::forget(std::mem::replace(&mut self.buf, AlignedBuf::empty()));
+        let in_flight_at_drop = self.in_flight;
+        #[cfg(not(test))]
+        let (timeout, cancel) = (DROP_REAP_TIMEOUT, true);
+        #[cfg(test)]
+        let (timeout, cancel) = (
+            self.faults.drop_reap_timeout.unwrap_or(DROP_REAP_TIMEOUT),
+            !self.faults.no_cancel_on_drop,
+        );
+        let leaked = !self.quiesce(timeout, cancel);
+        if leaked {
+            // The kernel may still write into `buf`, and closing the ring does
+            // not wait for it: leak the memory rather than let it land in
+            // freed (and maybe reused) heap.
+            let buf = std::mem::replace(&mut self.buf, AlignedBuf::empty());
+            LEAKED_BUFFER_BYTES.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            std::mem::forget(buf);
         }
+        #[cfg(test)]
+        if let Some(report) = &self.faults.drop_outcome
+            && let Ok(mut slot) = report.lock()
+        {
+            *slot =
+                Some(DropOutcome { in_flight_at_drop, in_flight_at_end: self.in_flight, leaked });
+        }
+        let _ = in_flight_at_drop;
     }
 }
 

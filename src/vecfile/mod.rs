@@ -297,7 +297,7 @@ fn check_dim(path: &Path, dim: u64) -> Result<(), VecFileError> {
     Ok(())
 }
 
-#[allow(unsafe_code)]
+#[allow(unsafe_code, reason = "memory-mapping a file is unsafe in memmap2")]
 fn map_file(file: &File) -> io::Result<Mmap> {
     // SAFETY: the mapping is read-only; its contents may change only if another
     // process writes the file, which basalt documents as unsupported for input
