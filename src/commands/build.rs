@@ -5,7 +5,7 @@ use indicatif::ProgressBar;
 use parking_lot::Mutex;
 
 use basalt::cli::{BuildArgs, InspectArgs};
-use basalt::index::build::{BuildOptions, Progress, build_index};
+use basalt::index::build::{BuildOptions, Progress, prepare};
 use basalt::vamana::BuildParams;
 
 use super::{progress_bar, thread_pool};
@@ -61,8 +61,13 @@ pub fn run(a: BuildArgs) -> Result<()> {
         memory_budget_bytes: a.build_memory.map(|g| (g * (1u64 << 30) as f64) as u64),
         ..Default::default()
     };
+    // Every argument, the input and the output are checked before anything
+    // is printed or built.
+    let prepared = pool.install(|| prepare(&a.data, &a.out, &opts))?;
+    let (n, dim) = prepared.shape();
     eprintln!(
-        "building {} -> {} (metric {}, R {}, L {}, alpha {}, pq-bytes {}, {} threads, seed {})",
+        "building {} ({n} x {dim}) -> {} (metric {}, R {}, L {}, alpha {}, pq-bytes {}, \
+         {} threads, seed {}): about {} of index files, {} of memory",
         a.data.display(),
         a.out.display(),
         a.metric,
@@ -71,14 +76,32 @@ pub fn run(a: BuildArgs) -> Result<()> {
         a.alpha,
         a.pq_bytes,
         pool.current_num_threads(),
-        a.seed
+        a.seed,
+        mib(prepared.output_bytes),
+        mib(prepared.memory_bytes)
     );
     let bars = Bars(Mutex::new(None));
-    let s = pool.install(|| build_index(&a.data, &a.out, &opts, &bars))?;
+    let s = pool.install(|| prepared.run(&bars))?;
     if a.json {
         println!("{}", serde_json::to_string(&s)?);
     }
-    eprintln!("built {} x {} in {:.2}s", s.count, s.dim, s.total_s);
+    eprintln!("built {} x {} in {:.2}s (build id {})", s.count, s.dim, s.total_s, s.build_id);
+    for p in &s.stale_removed {
+        eprintln!("  removed the temporary directory of a killed build: {p}");
+    }
+    for p in &s.stale_left {
+        eprintln!("  warning: left a temporary directory of a killed build: {p}");
+    }
+    if let Some(p) = &s.replaced_leftover {
+        eprintln!("  warning: the replaced index could not be removed whole; it is at {p}");
+    }
+    if s.unreachable > 0 {
+        eprintln!(
+            "  warning: {} nodes cannot be reached from the medoid; `basalt verify` will fail. \
+             Rebuild with a larger --R",
+            s.unreachable
+        );
+    }
     for (name, secs) in &s.phases {
         eprintln!("  {name:<10} {secs:>9.2}s");
     }
@@ -90,24 +113,35 @@ pub fn run(a: BuildArgs) -> Result<()> {
         eprintln!("  peak memory {}", gib(p));
     }
     for f in &s.files {
-        eprintln!("  {:<14} {:>12}  xxh3 {:#018x}", f.name, mib(f.bytes), f.xxh3);
+        eprintln!("  gen-0/{:<8} {:>12}  xxh3 {:#018x}", f.name, mib(f.bytes), f.xxh3);
     }
     Ok(())
 }
 
 pub fn inspect(a: InspectArgs) -> Result<()> {
-    let (m, h, d) = basalt::index::verify::degree_stats(&a.dir)?;
+    let (files, h, d) = basalt::index::verify::degree_stats(&a.dir)?;
+    let m = &files.manifest;
     let l = h.layout();
     println!("index        {}", a.dir.display());
+    println!("format       version {}", m.format_version);
+    println!("build id     {}", m.build_id);
     println!("generation   {} (lsn {})", m.generation, m.lsn);
     println!("vectors      {} x {} {}, metric {}", m.count, m.dim, m.element, m.metric);
+    if m.metric == basalt::distance::Metric::InnerProduct {
+        println!("ip norm max  {} (M of the MIPS reduction)", m.ip_norm_max);
+    }
     println!(
         "graph        R {}, medoid {}, built with L {}, alpha {}, {} passes, seed {}",
         h.degree_max, h.medoid, h.list_size, h.alpha, h.passes, h.seed
     );
+    let placement = if l.records_per_sector > 0 {
+        format!("{} per sector", l.records_per_sector)
+    } else {
+        format!("{} sectors per record", l.sectors_per_record)
+    };
     println!(
-        "layout       record {} B, {} per sector, {} sector(s) per record, {} data sectors",
-        l.record_bytes, l.records_per_sector, l.sectors_per_record, l.data_sectors
+        "layout       record {} B, {placement}, {} data sectors",
+        l.record_bytes, l.data_sectors
     );
     println!(
         "pq           {} bytes per vector, trained on <= {} vectors",
@@ -123,7 +157,13 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     let mut total = 0;
     for f in &m.files {
         total += f.bytes;
-        println!("file         {:<14} {:>12}  xxh3 {:#018x}", f.name, mib(f.bytes), f.xxh3);
+        println!(
+            "file         {}/{:<10} {:>12}  xxh3 {:#018x}",
+            m.generation_dir(),
+            f.name,
+            mib(f.bytes),
+            f.xxh3
+        );
     }
     println!("total        {}", mib(total));
     Ok(())
@@ -133,11 +173,15 @@ pub fn verify(a: InspectArgs) -> Result<()> {
     let t = std::time::Instant::now();
     let r = basalt::index::verify::verify_index(&a.dir)?;
     println!(
-        "ok: {} nodes, {} edges, {} sectors, {} files checked in {:.2}s",
+        "ok: {} nodes, {} edges, {} sectors, all reachable from the medoid ({} levels), \
+         {} files checked, build {} generation {}, in {:.2}s",
         r.nodes,
         r.edges,
         r.sectors,
+        r.reachability_passes,
         r.files_checked,
+        r.build_id,
+        r.generation,
         t.elapsed().as_secs_f64()
     );
     Ok(())

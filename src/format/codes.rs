@@ -6,11 +6,13 @@
 //! ```text
 //! offset  size   field
 //! 0       8      magic "BASALTPC"
-//! 8       4      u32 format version (1)
+//! 8       4      u32 format version (2)
 //! 12      4      u32 chunks M (bytes per code)
 //! 16      8      u64 node count N
-//! 24      N*M    codes, node i at 24 + i*M
-//! 24+N*M  4      u32 CRC-32C of bytes [0, 24 + N*M)
+//! 24      8      u64 build id   } the index these
+//! 32      8      u64 generation } codes belong to
+//! 40      N*M    codes, node i at 40 + i*M
+//! 40+N*M  4      u32 CRC-32C of bytes [0, 40 + N*M)
 //! ```
 //!
 //! [`CodesWriter`] streams rows in node order through a buffer, checks that
@@ -24,13 +26,13 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{FormatError, crc32c, crc32c_append, le_u32, le_u64};
+use super::{FileIdent, FormatError, IDENT_BYTES, crc32c, crc32c_append, le_u32, le_u64};
 use crate::distance::DIM_MAX;
 
 pub const CODES_MAGIC: &[u8; 8] = b"BASALTPC";
-pub const CODES_VERSION: u32 = 1;
+pub const CODES_VERSION: u32 = 2;
 /// Bytes before the first code.
-pub const CODES_HEADER_BYTES: usize = 24;
+pub const CODES_HEADER_BYTES: usize = 40;
 /// Largest M: a chunk holds at least one dimension.
 pub const CODES_CHUNKS_MAX: usize = DIM_MAX;
 /// Largest N: node ids are `u32`.
@@ -102,8 +104,14 @@ pub struct CodesWriter {
 }
 
 impl CodesWriter {
-    /// Creates `path` for `n` codes of `chunks` bytes and writes the header.
-    pub fn create(path: &Path, chunks: usize, n: u64) -> Result<CodesWriter, FormatError> {
+    /// Creates `path` for `n` codes of `chunks` bytes of the index `ident`
+    /// and writes the header.
+    pub fn create(
+        path: &Path,
+        chunks: usize,
+        n: u64,
+        ident: FileIdent,
+    ) -> Result<CodesWriter, FormatError> {
         if !(1..=CODES_CHUNKS_MAX).contains(&chunks) {
             return Err(FormatError::invalid(
                 path,
@@ -124,6 +132,7 @@ impl CodesWriter {
         header[8..12].copy_from_slice(&CODES_VERSION.to_le_bytes());
         header[12..16].copy_from_slice(&(chunks as u32).to_le_bytes());
         header[16..24].copy_from_slice(&n.to_le_bytes());
+        header[24..24 + IDENT_BYTES].copy_from_slice(&ident.encode());
         out.write(&header)?;
         Ok(CodesWriter { out, chunks, n, rows: 0 })
     }
@@ -175,14 +184,20 @@ impl CodesWriter {
 pub struct Codes {
     chunks: usize,
     n: u64,
+    ident: FileIdent,
     bytes: Vec<u8>,
 }
 
 impl Codes {
     /// Wraps `bytes`, which must be whole codes of `chunks` bytes.
-    pub fn new(chunks: usize, bytes: Vec<u8>) -> Codes {
+    pub fn new(chunks: usize, bytes: Vec<u8>, ident: FileIdent) -> Codes {
         assert!(chunks > 0 && bytes.len().is_multiple_of(chunks), "codes must be whole rows");
-        Codes { chunks, n: (bytes.len() / chunks) as u64, bytes }
+        Codes { chunks, n: (bytes.len() / chunks) as u64, ident, bytes }
+    }
+
+    /// The index these codes belong to.
+    pub fn ident(&self) -> FileIdent {
+        self.ident
     }
 
     /// Bytes per code (M).
@@ -212,10 +227,52 @@ impl Codes {
     }
 }
 
-/// Loads and verifies a codes file.
-pub fn read_codes(path: &Path) -> Result<Codes, FormatError> {
+/// Loads and verifies a codes file; also returns the XXH3-64 of the whole
+/// file (for the manifest's check), computed as it is read.
+pub fn read_codes(path: &Path) -> Result<(Codes, u64), FormatError> {
     let mut file = File::open(path).map_err(|e| FormatError::io(path, "open", e))?;
     let len = file.metadata().map_err(|e| FormatError::io(path, "stat", e))?.len();
+    let mut header = [0u8; CODES_HEADER_BYTES];
+    if len >= CODES_HEADER_BYTES as u64 {
+        file.read_exact(&mut header).map_err(|e| FormatError::io(path, "read", e))?;
+    }
+    // Checked before allocating, so a corrupt count cannot ask for a huge buffer.
+    let (chunks, n, ident) = parse_header(path, &header, len)?;
+    let mut bytes = vec![0u8; (n * chunks as u64) as usize];
+    file.read_exact(&mut bytes).map_err(|e| FormatError::io(path, "read", e))?;
+    let mut trailer = [0u8; 4];
+    file.read_exact(&mut trailer).map_err(|e| FormatError::io(path, "read", e))?;
+    check_crc(path, &header, &bytes, trailer)?;
+    let mut hash = xxhash_rust::xxh3::Xxh3::new();
+    hash.update(&header);
+    hash.update(&bytes);
+    hash.update(&trailer);
+    Ok((Codes { chunks, n, ident, bytes }, hash.digest()))
+}
+
+/// Decodes and verifies the bytes of a whole codes file; `path` only names
+/// the file in errors.
+pub fn decode_codes(path: &Path, file: &[u8]) -> Result<Codes, FormatError> {
+    let len = file.len() as u64;
+    let mut header = [0u8; CODES_HEADER_BYTES];
+    if file.len() >= CODES_HEADER_BYTES {
+        header.copy_from_slice(&file[..CODES_HEADER_BYTES]);
+    }
+    let (chunks, n, ident) = parse_header(path, &header, len)?;
+    let body_end = CODES_HEADER_BYTES + (n * chunks as u64) as usize;
+    let bytes = file[CODES_HEADER_BYTES..body_end].to_vec();
+    let trailer: [u8; 4] = file[body_end..].try_into().expect("length checked: 4 trailer bytes");
+    check_crc(path, &header, &bytes, trailer)?;
+    Ok(Codes { chunks, n, ident, bytes })
+}
+
+/// Validates a codes header against the file length `len` (before anything
+/// is allocated): returns (M, N, identity).
+fn parse_header(
+    path: &Path,
+    header: &[u8; CODES_HEADER_BYTES],
+    len: u64,
+) -> Result<(usize, u64, FileIdent), FormatError> {
     let framing = (CODES_HEADER_BYTES + 4) as u64;
     if len < framing {
         return Err(FormatError::corrupt(
@@ -224,8 +281,6 @@ pub fn read_codes(path: &Path) -> Result<Codes, FormatError> {
             format!("file is {len} bytes, shorter than the {framing}-byte header and checksum"),
         ));
     }
-    let mut header = [0u8; CODES_HEADER_BYTES];
-    file.read_exact(&mut header).map_err(|e| FormatError::io(path, "read", e))?;
     if &header[0..8] != CODES_MAGIC {
         return Err(FormatError::corrupt(
             path,
@@ -237,7 +292,7 @@ pub fn read_codes(path: &Path) -> Result<Codes, FormatError> {
             ),
         ));
     }
-    let version = le_u32(&header, 8);
+    let version = le_u32(header, 8);
     if version != CODES_VERSION {
         return Err(FormatError::Version {
             path: path.to_path_buf(),
@@ -245,7 +300,7 @@ pub fn read_codes(path: &Path) -> Result<Codes, FormatError> {
             supported: CODES_VERSION,
         });
     }
-    let chunks = le_u32(&header, 12) as usize;
+    let chunks = le_u32(header, 12) as usize;
     if !(1..=CODES_CHUNKS_MAX).contains(&chunks) {
         return Err(FormatError::corrupt(
             path,
@@ -253,7 +308,7 @@ pub fn read_codes(path: &Path) -> Result<Codes, FormatError> {
             format!("code length {chunks} is outside 1..={CODES_CHUNKS_MAX}"),
         ));
     }
-    let n = le_u64(&header, 16);
+    let n = le_u64(header, 16);
     if n > CODES_NODES_MAX {
         return Err(FormatError::corrupt(
             path,
@@ -261,10 +316,8 @@ pub fn read_codes(path: &Path) -> Result<Codes, FormatError> {
             format!("node count {n} is over {CODES_NODES_MAX}"),
         ));
     }
-    // No overflow: n < 2^32 and chunks <= 2^14. Checked before allocating, so
-    // a corrupt count cannot ask for a huge buffer.
-    let body = n * chunks as u64;
-    let expected = framing + body;
+    // No overflow: n < 2^32 and chunks <= 2^14.
+    let expected = framing + n * chunks as u64;
     if len != expected {
         return Err(FormatError::corrupt(
             path,
@@ -274,20 +327,25 @@ pub fn read_codes(path: &Path) -> Result<Codes, FormatError> {
             ),
         ));
     }
-    let mut bytes = vec![0u8; body as usize];
-    file.read_exact(&mut bytes).map_err(|e| FormatError::io(path, "read", e))?;
-    let mut trailer = [0u8; 4];
-    file.read_exact(&mut trailer).map_err(|e| FormatError::io(path, "read", e))?;
+    let ident = FileIdent::decode(header, 24);
+    if ident.build_id == 0 {
+        return Err(FormatError::corrupt(path, 24, "build id is 0"));
+    }
+    Ok((chunks, n, ident))
+}
+
+fn check_crc(path: &Path, header: &[u8], body: &[u8], trailer: [u8; 4]) -> Result<(), FormatError> {
     let stored = u32::from_le_bytes(trailer);
-    let computed = crc32c_append(crc32c(&header), &bytes);
+    let computed = crc32c_append(crc32c(header), body);
     if stored != computed {
+        let at = (header.len() + body.len()) as u64;
         return Err(FormatError::corrupt(
             path,
-            expected - 4,
+            at,
             format!("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"),
         ));
     }
-    Ok(Codes { chunks, n, bytes })
+    Ok(())
 }
 
 #[cfg(test)]
@@ -298,8 +356,11 @@ mod tests {
         (0..chunks * n).map(|i| (i * 37 + 11) as u8).collect()
     }
 
+    const IDENT: FileIdent = FileIdent { build_id: 0x5eed, generation: 4 };
+
     fn write(path: &Path, chunks: usize, codes: &[u8]) -> u32 {
-        let mut w = CodesWriter::create(path, chunks, (codes.len() / chunks) as u64).unwrap();
+        let mut w =
+            CodesWriter::create(path, chunks, (codes.len() / chunks) as u64, IDENT).unwrap();
         // Uneven batches: the writer must not care how rows are grouped.
         let (a, b) = codes.split_at(codes.len() / chunks / 3 * chunks);
         w.append(a).unwrap();
@@ -317,13 +378,14 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), CODES_HEADER_BYTES + codes.len() + 4);
         assert_eq!(crc, crc32c(&bytes[..bytes.len() - 4]));
-        let read = read_codes(&path).unwrap();
-        assert_eq!(read, Codes::new(5, codes.clone()));
+        let (read, xxh3) = read_codes(&path).unwrap();
+        assert_eq!(read, Codes::new(5, codes.clone(), IDENT));
+        assert_eq!(xxh3, xxhash_rust::xxh3::xxh3_64(&bytes));
         assert_eq!(read.n(), 31);
         assert_eq!(read.row(30), &codes[150..155]);
         // Zero nodes is a valid (empty) file.
         write(&path, 3, &[]);
-        assert_eq!(read_codes(&path).unwrap().n(), 0);
+        assert_eq!(read_codes(&path).unwrap().0.n(), 0);
     }
 
     // Every single-bit flip at every byte position is reported as an error, never a panic.
@@ -379,11 +441,11 @@ mod tests {
         assert!(matches!(err, FormatError::Corrupt { offset: 0, .. }), "{err}");
         assert!(err.to_string().contains("codes"), "error names the file: {err}");
         let mut bytes = good;
-        bytes[8] = 2;
+        bytes[8] = 9;
         std::fs::write(&path, &bytes).unwrap();
         assert!(matches!(
             read_codes(&path),
-            Err(FormatError::Version { found: 2, supported: 1, .. })
+            Err(FormatError::Version { found: 9, supported: CODES_VERSION, .. })
         ));
     }
 
@@ -392,9 +454,9 @@ mod tests {
     fn writer_checks_row_counts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("codes");
-        assert!(CodesWriter::create(&path, 0, 1).is_err());
-        assert!(CodesWriter::create(&path, 4, CODES_NODES_MAX + 1).is_err());
-        let mut w = CodesWriter::create(&path, 4, 2).unwrap();
+        assert!(CodesWriter::create(&path, 0, 1, IDENT).is_err());
+        assert!(CodesWriter::create(&path, 4, CODES_NODES_MAX + 1, IDENT).is_err());
+        let mut w = CodesWriter::create(&path, 4, 2, IDENT).unwrap();
         assert!(w.append(&[1, 2, 3]).is_err());
         w.append(&[0; 4]).unwrap();
         assert!(w.append(&[0; 8]).is_err());

@@ -2,21 +2,25 @@
 //!
 //! ```text
 //! sector 0 (header, 4096 bytes, little-endian):
-//!   0  magic "BASALTGR"        8   40 sectors_per_record u32
-//!   8  format version u32          44 medoid u32
-//!  12  metric tag u8               48 pq_chunks u32
-//!  13  element tag u8              52 build list size L u32
-//!  14  reserved u16 (0)            56 alpha f32
-//!  16  dim u32                     60 passes u32
-//!  20  degree_max R u32            64 seed u64
-//!  24  node count N u64            72 data sectors u64
-//!  32  record_bytes u32            80..4092 zero
-//!  36  records_per_sector u32    4092 CRC-32C of bytes 0..4092
+//!   0  magic "BASALTGR"            44 medoid u32
+//!   8  format version u32 (2)      48 pq_chunks u32
+//!  12  metric tag u8               52 build list size L u32
+//!  13  element tag u8              56 alpha f32
+//!  14  reserved u16 (0)            60 passes u32
+//!  16  dim u32                     64 seed u64
+//!  20  degree_max R u32            72 data sectors u64
+//!  24  node count N u64            80 build id u64 (random, never 0)
+//!  32  record_bytes u32            88 generation u64
+//!  36  records_per_sector u32      96 ip_norm_max f32 (M of the MIPS reduction; 0 unless ip)
+//!  40  sectors_per_record u32     100..4092 zero
+//!                               4092 CRC-32C of bytes 0..4092
 //!
 //! node record (record_bytes = dim*elem + 4 + 4R + 4):
 //!   [ vector: dim elements | degree u32 | R x u32 neighbour ids (unused = 0) | CRC-32C u32 ]
-//!   CRC-32C over (node id as u32 LE) ++ vector ++ degree ++ ids, so a record
-//!   read from the wrong place fails its check just like a flipped bit.
+//!   CRC-32C over (build id u64 ++ generation u64) ++ (node id u32) ++ vector
+//!   ++ degree ++ ids (all LE), so a record read from the wrong place, or
+//!   taken from another build or generation of the same shape, fails its
+//!   check just like a flipped bit.
 //! ```
 //!
 //! Placement: when a record fits a sector, `records_per_sector =
@@ -30,12 +34,12 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{FormatError, SECTOR_BYTES, crc32c, crc32c_append, le_f32, le_u32, le_u64};
+use super::{FileIdent, FormatError, SECTOR_BYTES, crc32c, crc32c_append, le_f32, le_u32, le_u64};
 use crate::distance::{DIM_MAX, Metric};
 use crate::element::{Element, ElementType};
 
 pub const GRAPH_MAGIC: &[u8; 8] = b"BASALTGR";
-pub const GRAPH_VERSION: u32 = 1;
+pub const GRAPH_VERSION: u32 = 2;
 const HEADER_CRC_AT: usize = SECTOR_BYTES - 4;
 const WRITE_BUFFER_BYTES: usize = 8 << 20;
 
@@ -53,6 +57,11 @@ pub struct GraphHeader {
     pub alpha: f32,
     pub passes: u32,
     pub seed: u64,
+    /// Build id and generation of the index this file belongs to.
+    pub ident: FileIdent,
+    /// Inner product only: M, the norm the MIPS-to-L2 reduction augments to
+    /// (`sqrt(M^2 - |x|^2)`); 0 for l2 and cosine.
+    pub ip_norm_max: f32,
 }
 
 /// Where records live, derived from the header.
@@ -67,10 +76,20 @@ pub struct Layout {
     pub element_bytes: u32,
     pub degree_max: u32,
     pub count: u64,
+    /// CRC-32C state every record checksum starts from (the file's identity).
+    pub crc_seed: u32,
 }
 
 impl Layout {
-    pub fn new(dim: u32, element: ElementType, degree_max: u32, count: u64) -> Layout {
+    /// The layout of `count` records; record checksums start from `crc_seed`
+    /// ([`FileIdent::record_crc_seed`]).
+    pub fn new(
+        dim: u32,
+        element: ElementType,
+        degree_max: u32,
+        count: u64,
+        crc_seed: u32,
+    ) -> Layout {
         let element_bytes = element.size_bytes() as u32;
         let record_bytes = dim * element_bytes + 4 + 4 * degree_max + 4;
         let (rps, spr) = if record_bytes as usize <= SECTOR_BYTES {
@@ -88,6 +107,7 @@ impl Layout {
             element_bytes,
             degree_max,
             count,
+            crc_seed,
         }
     }
 
@@ -127,7 +147,13 @@ impl Layout {
 
 impl GraphHeader {
     pub fn layout(&self) -> Layout {
-        Layout::new(self.dim, self.element, self.degree_max, self.count)
+        Layout::new(
+            self.dim,
+            self.element,
+            self.degree_max,
+            self.count,
+            self.ident.record_crc_seed(),
+        )
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -150,6 +176,8 @@ impl GraphHeader {
         b[60..64].copy_from_slice(&self.passes.to_le_bytes());
         b[64..72].copy_from_slice(&self.seed.to_le_bytes());
         b[72..80].copy_from_slice(&l.data_sectors.to_le_bytes());
+        b[80..96].copy_from_slice(&self.ident.encode());
+        b[96..100].copy_from_slice(&self.ip_norm_max.to_le_bytes());
         let crc = crc32c(&b[..HEADER_CRC_AT]);
         b[HEADER_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -198,7 +226,35 @@ impl GraphHeader {
             alpha: le_f32(b, 56),
             passes: le_u32(b, 60),
             seed: le_u64(b, 64),
+            ident: FileIdent::decode(b, 80),
+            ip_norm_max: le_f32(b, 96),
         };
+        if b[14..16] != [0, 0] {
+            return bad(14, "reserved bytes are not zero".into());
+        }
+        if let Some(at) = b[100..HEADER_CRC_AT].iter().position(|&x| x != 0) {
+            return bad(100 + at as u64, "reserved bytes are not zero".into());
+        }
+        if h.ident.build_id == 0 {
+            return bad(80, "build id is 0".into());
+        }
+        let norm_ok = if metric == Metric::InnerProduct {
+            h.ip_norm_max.is_finite() && h.ip_norm_max >= 0.0
+        } else {
+            h.ip_norm_max == 0.0
+        };
+        if !norm_ok {
+            return bad(
+                96,
+                format!("ip_norm_max {} is invalid for metric {metric}", h.ip_norm_max),
+            );
+        }
+        if h.pq_chunks == 0 || h.pq_chunks > h.dim {
+            return bad(48, format!("pq_chunks {} outside 1..=dim {}", h.pq_chunks, h.dim));
+        }
+        if !(h.alpha.is_finite() && h.alpha >= 1.0) {
+            return bad(56, format!("alpha {} out of range", h.alpha));
+        }
         if h.dim == 0 || h.dim as usize > DIM_MAX {
             return bad(16, format!("dimension {} outside 1..={DIM_MAX}", h.dim));
         }
@@ -253,9 +309,19 @@ impl RecordView<'_> {
 /// Why a record failed its checks (the caller adds file and offset).
 #[derive(Debug, PartialEq, Eq)]
 pub enum RecordFault {
-    Checksum { stored: u32, computed: u32 },
-    Degree { degree: u32, max: u32 },
-    NeighborOutOfRange { index: usize, id: u32 },
+    /// The record is corrupt, misplaced, or from another build or generation.
+    Checksum {
+        stored: u32,
+        computed: u32,
+    },
+    Degree {
+        degree: u32,
+        max: u32,
+    },
+    NeighborOutOfRange {
+        index: usize,
+        id: u32,
+    },
     SelfLoop,
 }
 
@@ -263,7 +329,11 @@ impl std::fmt::Display for RecordFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RecordFault::Checksum { stored, computed } => {
-                write!(f, "record checksum {stored:#010x} != computed {computed:#010x}")
+                write!(
+                    f,
+                    "record checksum {stored:#010x} != computed {computed:#010x} \
+                     (corrupt, misplaced, or from another build or generation)"
+                )
             }
             RecordFault::Degree { degree, max } => write!(f, "degree {degree} exceeds R = {max}"),
             RecordFault::NeighborOutOfRange { index, id } => {
@@ -274,8 +344,8 @@ impl std::fmt::Display for RecordFault {
     }
 }
 
-fn record_crc(id: u32, body: &[u8]) -> u32 {
-    crc32c_append(crc32c(&id.to_le_bytes()), body)
+fn record_crc(seed: u32, id: u32, body: &[u8]) -> u32 {
+    crc32c_append(crc32c_append(seed, &id.to_le_bytes()), body)
 }
 
 impl Layout {
@@ -291,7 +361,7 @@ impl Layout {
         let vb = self.vector_bytes();
         let body_end = self.record_bytes as usize - 4;
         let stored = le_u32(bytes, body_end);
-        let computed = record_crc(id, &bytes[..body_end]);
+        let computed = record_crc(self.crc_seed, id, &bytes[..body_end]);
         if stored != computed {
             return Err(RecordFault::Checksum { stored, computed });
         }
@@ -336,7 +406,7 @@ impl Layout {
             c.copy_from_slice(&n.to_le_bytes());
         }
         let body_end = self.record_bytes as usize - 4;
-        let crc = record_crc(id, &out[..body_end]);
+        let crc = record_crc(self.crc_seed, id, &out[..body_end]);
         out[body_end..].copy_from_slice(&crc.to_le_bytes());
     }
 }
@@ -469,20 +539,22 @@ mod tests {
             alpha: 1.2,
             passes: 2,
             seed: 9,
+            ident: FileIdent { build_id: 0xfeed, generation: 3 },
+            ip_norm_max: 0.0,
         }
     }
 
     /// Records never straddle a sector unless larger than one, and then start on a boundary.
     #[test]
     fn placement_rules() {
-        let l = Layout::new(128, ElementType::F32, 64, 1000);
+        let l = Layout::new(128, ElementType::F32, 64, 1000, 0);
         assert_eq!(l.record_bytes, 512 + 4 + 256 + 4);
         assert_eq!(l.records_per_sector, 5);
         for id in 0..1000u32 {
             let off = l.offset_in_sector(id) + l.record_bytes as usize;
             assert!(off <= SECTOR_BYTES);
         }
-        let big = Layout::new(1536, ElementType::F32, 64, 10);
+        let big = Layout::new(1536, ElementType::F32, 64, 10, 0);
         assert_eq!((big.records_per_sector, big.sectors_per_record), (0, 2));
         assert_eq!(big.sector_of(3), 7);
         assert_eq!(big.record_offset(3) % SECTOR_BYTES as u64, 0);
@@ -536,13 +608,24 @@ mod tests {
         }
     }
 
-    /// A record read as another node's fails its checksum.
+    /// A record read as another node's fails its checksum, and so does a
+    /// record of the same node from another build or generation.
     #[test]
-    fn misplaced_record_detected() {
-        let l = Layout::new(4, ElementType::F32, 4, 10);
+    fn misplaced_or_foreign_record_detected() {
+        let ident = FileIdent { build_id: 77, generation: 1 };
+        let l = Layout::new(4, ElementType::F32, 4, 10, ident.record_crc_seed());
         let mut rec = vec![0u8; l.record_bytes as usize];
         l.encode_record(3, &[1.0f32, 2.0, 3.0, 4.0], &[1, 2], &mut rec);
         assert!(l.decode_record(3, &rec, true).is_ok());
         assert!(matches!(l.decode_record(4, &rec, true), Err(RecordFault::Checksum { .. })));
+        for other in
+            [FileIdent { build_id: 78, generation: 1 }, FileIdent { build_id: 77, generation: 2 }]
+        {
+            let o = Layout::new(4, ElementType::F32, 4, 10, other.record_crc_seed());
+            assert!(
+                matches!(o.decode_record(3, &rec, true), Err(RecordFault::Checksum { .. })),
+                "{other}"
+            );
+        }
     }
 }

@@ -5,6 +5,11 @@
 //! contents, so a flipped bit is found, not served. Errors name the file, the
 //! byte offset and what was wrong.
 //!
+//! Every file of a generation also carries its [`FileIdent`] (a random build
+//! id and the generation number) in its header, and node record checksums are
+//! seeded with it, so a file or record from another build or generation of
+//! the same shape is refused rather than served.
+//!
 //! Files of an index (see ARCHITECTURE.md for the byte diagrams):
 //! - `manifest`: JSON naming the generation's files, their sizes and checksums;
 //! - `gen-N/graph`: header sector + node records in 4 KiB sectors;
@@ -33,6 +38,69 @@ pub enum FormatError {
     Version { path: PathBuf, found: u32, supported: u32 },
     #[error("{path}: {what}")]
     Invalid { path: PathBuf, what: String },
+    #[error("{path}: belongs to {found}, but this index is {expected}: a file from another index")]
+    Foreign { path: PathBuf, found: FileIdent, expected: FileIdent },
+}
+
+/// Which build and generation a file belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileIdent {
+    /// Random, never 0: drawn once per generation written.
+    pub build_id: u64,
+    pub generation: u64,
+}
+
+/// Bytes of an encoded [`FileIdent`].
+pub const IDENT_BYTES: usize = 16;
+
+impl FileIdent {
+    /// A fresh identity for a generation about to be written.
+    pub fn new_random(generation: u64) -> FileIdent {
+        let build_id = loop {
+            let id: u64 = rand::random();
+            if id != 0 {
+                break id;
+            }
+        };
+        FileIdent { build_id, generation }
+    }
+
+    pub fn encode(&self) -> [u8; IDENT_BYTES] {
+        let mut b = [0u8; IDENT_BYTES];
+        b[..8].copy_from_slice(&self.build_id.to_le_bytes());
+        b[8..].copy_from_slice(&self.generation.to_le_bytes());
+        b
+    }
+
+    /// Decodes 16 bytes at `at` of `b` (which the caller has length-checked).
+    pub fn decode(b: &[u8], at: usize) -> FileIdent {
+        FileIdent { build_id: le_u64(b, at), generation: le_u64(b, at + 8) }
+    }
+
+    /// The CRC-32C state every node record checksum of this generation starts
+    /// from: records of other builds or generations fail their check.
+    pub fn record_crc_seed(&self) -> u32 {
+        crc32c(&self.encode())
+    }
+
+    /// The build id as operators see it (16 hex digits).
+    pub fn build_id_hex(&self) -> String {
+        format!("{:016x}", self.build_id)
+    }
+
+    /// Checks a file's identity against the index's.
+    pub fn expect(&self, path: &Path, found: FileIdent) -> Result<(), FormatError> {
+        if found != *self {
+            return Err(FormatError::Foreign { path: path.to_path_buf(), found, expected: *self });
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for FileIdent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "build {:016x} generation {}", self.build_id, self.generation)
+    }
 }
 
 impl FormatError {

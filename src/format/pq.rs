@@ -7,14 +7,19 @@
 //! ```text
 //! offset          size        field
 //! 0               8           magic "BASALTPQ"
-//! 8               4           u32 format version (1)
-//! 12              4           u32 dimension D
+//! 8               4           u32 format version (2)
+//! 12              4           u32 dimension D (of the PQ space: dim + 1 for ip)
 //! 16              4           u32 chunks M
 //! 20              4           u32 centres per chunk K (256)
-//! 24              4*(M+1)     u32 chunk offsets: chunk m covers dims [off[m], off[m+1])
-//! 28+4M           4*D         f32 centroid (the data mean)
-//! 28+4M+4D        4*K*D       f32 centres: per chunk m, K rows of off[m+1]-off[m] values
-//! 28+4M+4D+4KD    4           u32 CRC-32C of every byte before it
+//! 24              8           u64 build id   } the index this codebook
+//! 32              8           u64 generation } belongs to
+//! 40              1           u8 metric tag of the index
+//! 41              3           reserved, zero
+//! 44              4           f32 ip_norm_max (M of the MIPS reduction; 0 unless ip)
+//! 48              4*(M+1)     u32 chunk offsets: chunk m covers dims [off[m], off[m+1])
+//! 52+4M           4*D         f32 centroid (the data mean)
+//! 52+4M+4D        4*K*D       f32 centres: per chunk m, K rows of off[m+1]-off[m] values
+//! 52+4M+4D+4KD    4           u32 CRC-32C of every byte before it
 //! ```
 //!
 //! [`write_codebook`] writes through a buffer into the path given, then
@@ -30,14 +35,24 @@ use std::io::Read;
 use std::path::Path;
 
 use super::codes::ChecksumWriter;
-use super::{FormatError, crc32c, le_f32, le_u32};
-use crate::distance::DIM_MAX;
+use super::{FileIdent, FormatError, IDENT_BYTES, crc32c, le_f32, le_u32};
+use crate::distance::{DIM_MAX, Metric};
 use crate::pq::{Codebook, PQ_CENTROIDS};
 
 pub const PQ_MAGIC: &[u8; 8] = b"BASALTPQ";
-pub const PQ_VERSION: u32 = 1;
+pub const PQ_VERSION: u32 = 2;
 /// Bytes of the fixed header, before the chunk offsets.
-pub const PQ_HEADER_BYTES: usize = 24;
+pub const PQ_HEADER_BYTES: usize = 48;
+
+/// What a codebook file records besides the codebook: whose it is and the
+/// space its vectors live in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PqFileMeta {
+    pub ident: FileIdent,
+    pub metric: Metric,
+    /// M of the MIPS-to-L2 reduction for inner product; 0 otherwise.
+    pub ip_norm_max: f32,
+}
 
 /// Size of a codebook file with `dim` dimensions in `chunks` chunks.
 pub const fn pq_file_bytes(dim: usize, chunks: usize) -> usize {
@@ -48,7 +63,7 @@ pub const fn pq_file_bytes(dim: usize, chunks: usize) -> usize {
 pub const PQ_FILE_BYTES_MAX: usize = pq_file_bytes(DIM_MAX, DIM_MAX);
 
 /// Writes `cb` to `path` and fsyncs it.
-pub fn write_codebook(path: &Path, cb: &Codebook) -> Result<(), FormatError> {
+pub fn write_codebook(path: &Path, cb: &Codebook, meta: &PqFileMeta) -> Result<(), FormatError> {
     let (dim, chunks) = (cb.dim(), cb.chunks());
     debug_assert_eq!(cb.centers().len(), PQ_CENTROIDS * dim, "codebook invariant");
     let mut out = ChecksumWriter::create(path)?;
@@ -58,6 +73,9 @@ pub fn write_codebook(path: &Path, cb: &Codebook) -> Result<(), FormatError> {
     header[12..16].copy_from_slice(&(dim as u32).to_le_bytes());
     header[16..20].copy_from_slice(&(chunks as u32).to_le_bytes());
     header[20..24].copy_from_slice(&(PQ_CENTROIDS as u32).to_le_bytes());
+    header[24..24 + IDENT_BYTES].copy_from_slice(&meta.ident.encode());
+    header[40] = meta.metric.tag();
+    header[44..48].copy_from_slice(&meta.ip_norm_max.to_le_bytes());
     out.write(&header)?;
     let mut body = Vec::with_capacity(pq_file_bytes(dim, chunks) - PQ_HEADER_BYTES - 4);
     for &o in cb.chunk_offsets() {
@@ -71,8 +89,17 @@ pub fn write_codebook(path: &Path, cb: &Codebook) -> Result<(), FormatError> {
     Ok(())
 }
 
+/// A codebook file as read: the codebook, its metadata, and the XXH3-64 of
+/// the whole file (for the manifest's check).
+#[derive(Clone, Debug)]
+pub struct PqFile {
+    pub codebook: Codebook,
+    pub meta: PqFileMeta,
+    pub xxh3: u64,
+}
+
 /// Reads and verifies a codebook file.
-pub fn read_codebook(path: &Path) -> Result<Codebook, FormatError> {
+pub fn read_codebook(path: &Path) -> Result<PqFile, FormatError> {
     let mut file = File::open(path).map_err(|e| FormatError::io(path, "open", e))?;
     let len = file.metadata().map_err(|e| FormatError::io(path, "stat", e))?.len();
     if len > PQ_FILE_BYTES_MAX as u64 {
@@ -84,12 +111,13 @@ pub fn read_codebook(path: &Path) -> Result<Codebook, FormatError> {
     }
     let mut bytes = Vec::with_capacity(len as usize);
     file.read_to_end(&mut bytes).map_err(|e| FormatError::io(path, "read", e))?;
-    decode_codebook(path, &bytes)
+    let (codebook, meta) = decode_codebook(path, &bytes)?;
+    Ok(PqFile { codebook, meta, xxh3: xxhash_rust::xxh3::xxh3_64(&bytes) })
 }
 
 /// Decodes and verifies the bytes of a codebook file; `path` only names the
 /// file in errors.
-pub fn decode_codebook(path: &Path, bytes: &[u8]) -> Result<Codebook, FormatError> {
+pub fn decode_codebook(path: &Path, bytes: &[u8]) -> Result<(Codebook, PqFileMeta), FormatError> {
     let len = bytes.len();
     let minimum = pq_file_bytes(1, 1);
     if len < minimum {
@@ -158,6 +186,30 @@ pub fn decode_codebook(path: &Path, bytes: &[u8]) -> Result<Codebook, FormatErro
         ));
     }
 
+    let ident = FileIdent::decode(bytes, 24);
+    if ident.build_id == 0 {
+        return Err(FormatError::corrupt(path, 24, "build id is 0"));
+    }
+    let Some(metric) = Metric::from_tag(bytes[40]) else {
+        return Err(FormatError::corrupt(path, 40, format!("unknown metric tag {}", bytes[40])));
+    };
+    if bytes[41..44] != [0, 0, 0] {
+        return Err(FormatError::corrupt(path, 41, "reserved bytes are not zero"));
+    }
+    let ip_norm_max = le_f32(bytes, 44);
+    let norm_ok = if metric == Metric::InnerProduct {
+        ip_norm_max.is_finite() && ip_norm_max >= 0.0
+    } else {
+        ip_norm_max == 0.0
+    };
+    if !norm_ok {
+        return Err(FormatError::corrupt(
+            path,
+            44,
+            format!("ip_norm_max {ip_norm_max} is invalid for metric {metric}"),
+        ));
+    }
+    let meta = PqFileMeta { ident, metric, ip_norm_max };
     let offsets_at = PQ_HEADER_BYTES;
     let offsets: Vec<u32> = (0..=chunks).map(|m| le_u32(bytes, offsets_at + 4 * m)).collect();
     if offsets[0] != 0 {
@@ -196,8 +248,9 @@ pub fn decode_codebook(path: &Path, bytes: &[u8]) -> Result<Codebook, FormatErro
     centroid.truncate(dim);
     // Every invariant from_parts checks was checked above, so a failure here
     // would be a disagreement between the two checkers: still an error, not a panic.
-    Codebook::from_parts(dim, offsets, centroid, centers)
-        .map_err(|e| FormatError::invalid(path, format!("codebook: {e}")))
+    let cb = Codebook::from_parts(dim, offsets, centroid, centers)
+        .map_err(|e| FormatError::invalid(path, format!("codebook: {e}")))?;
+    Ok((cb, meta))
 }
 
 #[cfg(test)]
@@ -212,18 +265,29 @@ mod tests {
         Codebook::train(&sample, 5, &PqParams::new(3, 1)).unwrap()
     }
 
+    fn meta() -> PqFileMeta {
+        PqFileMeta {
+            ident: FileIdent { build_id: 0xabc, generation: 2 },
+            metric: Metric::L2,
+            ip_norm_max: 0.0,
+        }
+    }
+
     // A written codebook reads back equal, at the documented size, and encodes identically.
     #[test]
     fn round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pq");
         let cb = small_codebook();
-        write_codebook(&path, &cb).unwrap();
+        write_codebook(&path, &cb, &meta()).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), pq_file_bytes(5, 3));
         assert_eq!(&bytes[..8], PQ_MAGIC);
-        let back = read_codebook(&path).unwrap();
+        let file = read_codebook(&path).unwrap();
+        let back = file.codebook;
         assert_eq!(back, cb);
+        assert_eq!(file.meta, meta());
+        assert_eq!(file.xxh3, xxhash_rust::xxh3::xxh3_64(&bytes));
         let (mut a, mut b) = ([0u8; 3], [0u8; 3]);
         cb.encode(&[1.0, -2.0, 0.5, 3.0, -4.0], &mut a);
         back.encode(&[1.0, -2.0, 0.5, 3.0, -4.0], &mut b);
@@ -235,7 +299,7 @@ mod tests {
     fn flipped_bytes_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pq");
-        write_codebook(&path, &small_codebook()).unwrap();
+        write_codebook(&path, &small_codebook(), &meta()).unwrap();
         let good = std::fs::read(&path).unwrap();
         for at in 0..good.len() {
             for pattern in [0x01u8, 0xa5] {
@@ -261,7 +325,7 @@ mod tests {
     fn truncated_files_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pq");
-        write_codebook(&path, &small_codebook()).unwrap();
+        write_codebook(&path, &small_codebook(), &meta()).unwrap();
         let good = std::fs::read(&path).unwrap();
         for len in 0..good.len() {
             assert!(decode_codebook(&path, &good[..len]).is_err(), "cut to {len} not detected");
@@ -279,7 +343,7 @@ mod tests {
     fn wrong_magic_and_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pq");
-        write_codebook(&path, &small_codebook()).unwrap();
+        write_codebook(&path, &small_codebook(), &meta()).unwrap();
         let good = std::fs::read(&path).unwrap();
         let mut bytes = good.clone();
         bytes[..8].copy_from_slice(b"BASALTPC");
@@ -300,14 +364,14 @@ mod tests {
     fn bad_offsets_with_valid_checksum() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pq");
-        write_codebook(&path, &small_codebook()).unwrap();
+        write_codebook(&path, &small_codebook(), &meta()).unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
-        // Offsets are 0,2,4,5 at bytes 24..40; make chunk 1 empty (0,2,2,5).
-        bytes[32..36].copy_from_slice(&2u32.to_le_bytes());
+        // Offsets are 0,2,4,5 at bytes 48..64; make chunk 1 empty (0,2,2,5).
+        bytes[56..60].copy_from_slice(&2u32.to_le_bytes());
         let n = bytes.len();
         let crc = crc32c(&bytes[..n - 4]);
         bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());
         let err = decode_codebook(&path, &bytes).unwrap_err();
-        assert!(matches!(err, FormatError::Corrupt { offset: 32, .. }), "{err}");
+        assert!(matches!(err, FormatError::Corrupt { offset: 56, .. }), "{err}");
     }
 }

@@ -15,14 +15,17 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use super::pqspace::{self, PqSpace};
 use super::{
     BuildInfo, CODES_FILE, FileEntry, GRAPH_FILE, IndexError, MANIFEST_FILE, MANIFEST_VERSION,
-    Manifest, PQ_FILE, available_memory_bytes, peak_rss_bytes, pqspace,
+    Manifest, PQ_FILE, available_memory_bytes, peak_rss_bytes, publish,
 };
 use crate::distance::{DistanceElement, Metric, normalize};
 use crate::element::{Element, ElementType};
+use crate::format::FileIdent;
 use crate::format::codes::CodesWriter;
 use crate::format::graph::{GraphHeader, GraphWriter};
+use crate::fsutil::PendingFile;
 use crate::fsutil::{parent_dir, sync_dir};
 use crate::pq::{Codebook, PQ_ITERS_DEFAULT, PQ_SAMPLE_DEFAULT, PqParams};
 use crate::vamana::{self, BuildParams};
@@ -95,58 +98,121 @@ pub struct BuildSummary {
     pub degree_mean: f64,
     pub degree_max: usize,
     pub medoid: u32,
+    /// Build id of the new index (16 hex digits).
+    pub build_id: String,
+    /// Nodes the search cannot reach from the medoid (0 in a good graph).
+    pub unreachable: u64,
+    /// Temporary directories of killed builds that were removed.
+    pub stale_removed: Vec<String>,
+    /// Temporary directories of killed builds left in place, and why.
+    pub stale_left: Vec<String>,
+    /// The replaced index, when it could not be removed whole.
+    pub replaced_leftover: Option<String>,
 }
 
-/// Removes a temporary build directory unless disarmed.
+/// Removes this build's temporary directory (only the files a build
+/// writes there) unless disarmed.
 struct TempDirGuard(Option<PathBuf>);
 
 impl Drop for TempDirGuard {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
-            let _ = fs::remove_dir_all(p);
+            let _ = publish::remove_partial(&p);
         }
     }
 }
 
-/// Builds the index of `data` into `out`, with the current rayon pool.
+/// Bytes of free space a build wants beyond the files it writes.
+pub const FREE_SPACE_MARGIN_BYTES: u64 = 64 << 20;
+
+/// A build whose arguments, input and output have all been checked: what
+/// [`prepare`] returns and [`Prepared::run`] carries out.
+pub struct Prepared {
+    file: VectorFile,
+    out: PathBuf,
+    target: publish::Target,
+    opts: BuildOptions,
+    /// Bytes the new index's files will take.
+    pub output_bytes: u64,
+    /// Estimated peak memory of the build.
+    pub memory_bytes: u64,
+}
+
+impl Prepared {
+    /// Vectors and dimension of the input.
+    pub fn shape(&self) -> (u64, usize) {
+        (self.file.len(), self.file.dim())
+    }
+
+    /// Runs the build with the current rayon pool.
+    pub fn run(self, progress: &dyn Progress) -> Result<BuildSummary, IndexError> {
+        let (stale_removed, stale_left) = publish::clean_stale(&self.out)?;
+        let mut summary = crate::with_element!(self.file.element_type(), T => {
+            build_typed::<T>(&self.file, &self.out, &self.target, &self.opts, progress)
+        })?;
+        summary.stale_removed = stale_removed.iter().map(|p| p.display().to_string()).collect();
+        summary.stale_left =
+            stale_left.iter().map(|(p, why)| format!("{}: {why}", p.display())).collect();
+        Ok(summary)
+    }
+}
+
+/// Checks everything a build of `data` into `out` needs before any work:
+/// the graph parameters, the input (a regular vector file of finite size
+/// within the limits), the output (absent, an empty directory, or with
+/// `force` an index holding nothing but its layout, and not inside an
+/// index), the memory budget and the free space.
+pub fn prepare(data: &Path, out: &Path, opts: &BuildOptions) -> Result<Prepared, IndexError> {
+    opts.graph.validate().map_err(IndexError::Input)?;
+    let target = publish::check_target(out, opts.force)?;
+    let file = VectorFile::open(data)?;
+    let memory_bytes = check_input(&file, opts)?;
+    let parent = parent_dir(out);
+    let output_bytes = estimate_output_bytes(file.len(), file.dim(), file.element_type(), opts);
+    let need = output_bytes + FREE_SPACE_MARGIN_BYTES;
+    let free = publish::free_bytes(&parent)?;
+    if need > free {
+        return Err(IndexError::Input(format!(
+            "{}: the index needs about {:.1} MiB (with a {} MiB margin) but only {:.1} MiB are free",
+            parent.display(),
+            need as f64 / (1u64 << 20) as f64,
+            FREE_SPACE_MARGIN_BYTES >> 20,
+            free as f64 / (1u64 << 20) as f64
+        )));
+    }
+    Ok(Prepared {
+        file,
+        out: out.to_path_buf(),
+        target,
+        opts: opts.clone(),
+        output_bytes,
+        memory_bytes,
+    })
+}
+
+/// Builds the index of `data` into `out`, with the current rayon pool
+/// ([`prepare`], then [`Prepared::run`]).
 pub fn build_index(
     data: &Path,
     out: &Path,
     opts: &BuildOptions,
     progress: &dyn Progress,
 ) -> Result<BuildSummary, IndexError> {
-    opts.graph.validate().map_err(IndexError::Input)?;
-    check_output(out, opts.force)?;
-    let file = VectorFile::open(data)?;
-    check_input(&file, opts)?;
-    crate::with_element!(file.element_type(), T => build_typed::<T>(&file, out, opts, progress))
+    prepare(data, out, opts)?.run(progress)
 }
 
-fn check_output(out: &Path, force: bool) -> Result<(), IndexError> {
-    if !out.exists() {
-        return Ok(());
-    }
-    if !force {
-        return Err(IndexError::Exists {
-            path: out.to_path_buf(),
-            what: "already exists; pass --force to replace it".into(),
-        });
-    }
-    // Only ever delete what is recognisably an index (or an empty directory).
-    let is_index = out.join(MANIFEST_FILE).is_file();
-    let is_empty_dir = out.is_dir()
-        && fs::read_dir(out).map_err(|e| IndexError::io(out, "read_dir", e))?.next().is_none();
-    if !(is_index || is_empty_dir) {
-        return Err(IndexError::Exists {
-            path: out.to_path_buf(),
-            what: "exists and is not a basalt index; refusing to replace it even with --force"
-                .into(),
-        });
-    }
-    Ok(())
+/// Bytes of the files an index of `n` x `dim` writes.
+pub fn estimate_output_bytes(n: u64, dim: usize, element: ElementType, opts: &BuildOptions) -> u64 {
+    let layout =
+        crate::format::graph::Layout::new(dim as u32, element, opts.graph.degree_max as u32, n, 0);
+    let pq = crate::format::pq::pq_file_bytes(pqspace::pq_dim(opts.metric, dim), opts.pq_chunks);
+    let codes = (crate::format::codes::CODES_HEADER_BYTES + 4) as u64 + n * opts.pq_chunks as u64;
+    layout.file_bytes() + pq as u64 + codes + super::MANIFEST_BYTES_MAX
 }
 
-fn check_input(file: &VectorFile, opts: &BuildOptions) -> Result<(), IndexError> {
+/// Checks the input against the options and the memory budget; returns the
+/// build's estimated memory.
+fn check_input(file: &VectorFile, opts: &BuildOptions) -> Result<u64, IndexError> {
     let path = file.path().display();
     if file.is_empty() {
         return Err(IndexError::Input(format!("{path}: holds no vectors")));
@@ -185,7 +251,7 @@ fn check_input(file: &VectorFile, opts: &BuildOptions) -> Result<(), IndexError>
             budget as f64 / (1u64 << 30) as f64
         )));
     }
-    Ok(())
+    Ok(need)
 }
 
 /// The build's memory footprint: vectors, adjacency lists with slack, codes,
@@ -202,6 +268,7 @@ pub fn estimate_memory_bytes(n: u64, dim: usize, element: ElementType, opts: &Bu
 fn build_typed<T: DistanceElement>(
     file: &VectorFile,
     out: &Path,
+    target: &publish::Target,
     opts: &BuildOptions,
     progress: &dyn Progress,
 ) -> Result<BuildSummary, IndexError> {
@@ -209,28 +276,34 @@ fn build_typed<T: DistanceElement>(
     let mut phases = Vec::new();
     let n = file.len();
     let dim = file.dim();
+    let ident = FileIdent::new_random(0);
 
-    let parent = parent_dir(out);
-    let name = out.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.building-{}", std::process::id()));
+    let tmp = publish::temp_dir_for(out)?;
     if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| IndexError::io(&tmp, "remove stale", e))?;
+        // Our own pid's leftover (pid reuse): only layout files are removed.
+        publish::remove_partial(&tmp).map_err(|why| IndexError::Exists {
+            path: tmp.clone(),
+            what: format!("left by an earlier build: {why}"),
+        })?;
     }
+    fs::create_dir(&tmp).map_err(|e| IndexError::io(&tmp, "mkdir", e))?;
     let mut guard = TempDirGuard(Some(tmp.clone()));
-    let gen_dir = tmp.join("gen-0");
-    fs::create_dir_all(&gen_dir).map_err(|e| IndexError::io(&gen_dir, "mkdir", e))?;
+    let gen_dir = tmp.join(format!("gen-{}", ident.generation));
+    fs::create_dir(&gen_dir).map_err(|e| IndexError::io(&gen_dir, "mkdir", e))?;
 
     // PQ first, streamed from the file in batches, so this phase works for
     // inputs of any size (and finds a bad value before the expensive parts).
     let t = Instant::now();
     progress.phase("pq train", 1);
-    let norm_sq_max = match opts.metric {
-        Metric::InnerProduct => norm_sq_max::<T>(file)?,
+    // Inner product: M is the largest norm of the input, persisted with the
+    // index so that points added later are placed in the same space.
+    let ip_norm_max = match opts.metric {
+        Metric::InnerProduct => norm_sq_max::<T>(file)?.sqrt(),
         _ => 0.0,
     };
-    let pq_dim = pqspace::pq_dim(opts.metric, dim);
-    let sample =
-        pq_sample::<T>(file, opts.metric, norm_sq_max, opts.pq_sample_max, opts.graph.seed)?;
+    let space = PqSpace::new(opts.metric, ip_norm_max);
+    let pq_dim = space.dim(dim);
+    let sample = pq_sample::<T>(file, &space, opts.pq_sample_max, opts.graph.seed)?;
     let params = PqParams {
         chunks: opts.pq_chunks,
         sample_max: opts.pq_sample_max,
@@ -240,26 +313,29 @@ fn build_typed<T: DistanceElement>(
     let codebook = Codebook::train(&sample, pq_dim, &params)?;
     drop(sample);
     let pq_path = gen_dir.join(PQ_FILE);
-    crate::format::pq::write_codebook(&pq_path, &codebook)?;
+    let meta = crate::format::pq::PqFileMeta { ident, metric: opts.metric, ip_norm_max };
+    crate::format::pq::write_codebook(&pq_path, &codebook, &meta)?;
     progress.phase_done();
     phases.push(("pq train".to_string(), t.elapsed().as_secs_f64()));
 
     let t = Instant::now();
     progress.phase("pq encode", n);
     let codes_path = gen_dir.join(CODES_FILE);
-    let mut codes = CodesWriter::create(&codes_path, opts.pq_chunks, n)?;
+    let mut codes = CodesWriter::create(&codes_path, opts.pq_chunks, n, ident)?;
     let mut buf = vec![0u8; ENCODE_BATCH_ROWS * opts.pq_chunks];
     let mut rows: Vec<T> = Vec::new();
-    let mut space: Vec<f32> = Vec::new();
+    let mut space_rows: Vec<f32> = Vec::new();
     let mut start = 0u64;
     while start < n {
         let m = (n - start).min(ENCODE_BATCH_ROWS as u64) as usize;
         read_checked(file, start, m, opts.metric, &mut rows)?;
-        space.clear();
+        space_rows.clear();
         for row in rows.chunks_exact(dim) {
-            pqspace::push_row(row.iter().map(|x| x.to_f32()), opts.metric, norm_sq_max, &mut space);
+            // Every row fits: M is the maximum over these same rows.
+            let fit = space.push_row(row.iter().map(|x| x.to_f32()), &mut space_rows);
+            debug_assert_eq!(fit, pqspace::Fit::Inside);
         }
-        codebook.encode_batch(&space, &mut buf[..m * opts.pq_chunks]);
+        codebook.encode_batch(&space_rows, &mut buf[..m * opts.pq_chunks]);
         codes.append(&buf[..m * opts.pq_chunks])?;
         start += m as u64;
         progress.advance(start);
@@ -276,8 +352,16 @@ fn build_typed<T: DistanceElement>(
 
     // Graph.
     let t = Instant::now();
-    let graph = vamana::build(&data, dim, opts.metric, &opts.graph, &GraphProgress(progress, n))
-        .map_err(IndexError::Input)?;
+    let norm = (opts.metric == Metric::InnerProduct).then_some(ip_norm_max);
+    let graph = vamana::build_with_norm(
+        &data,
+        dim,
+        opts.metric,
+        norm,
+        &opts.graph,
+        &GraphProgress(progress, n),
+    )
+    .map_err(IndexError::Input)?;
     progress.phase_done();
     phases.push(("graph".to_string(), t.elapsed().as_secs_f64()));
     let (degree_min, degree_mean, degree_max) = graph.degree_stats();
@@ -297,6 +381,8 @@ fn build_typed<T: DistanceElement>(
         alpha: opts.graph.alpha,
         passes: opts.graph.passes as u32,
         seed: opts.graph.seed,
+        ident,
+        ip_norm_max,
     };
     let graph_path = gen_dir.join(GRAPH_FILE);
     let mut w = GraphWriter::create(&graph_path, &header)?;
@@ -308,28 +394,31 @@ fn build_typed<T: DistanceElement>(
     }
     w.finish()?;
     let medoid = graph.medoid();
+    let unreachable = graph.unreachable_from_medoid();
     drop(graph);
     drop(data);
     progress.phase_done();
 
-    // Manifest (sizes and whole-file checksums), fsync, rename into place.
+    // Manifest (sizes and whole-file checksums), fsync, then publish.
     let mut files = Vec::new();
-    for name in [GRAPH_FILE, PQ_FILE, CODES_FILE] {
+    for name in super::LAYOUT_FILES {
         let p = gen_dir.join(name);
         files.push(FileEntry {
-            name: format!("gen-0/{name}"),
+            name: name.to_string(),
             bytes: fs::metadata(&p).map_err(|e| IndexError::io(&p, "stat", e))?.len(),
             xxh3: super::verify::file_xxh3(&p)?,
         });
     }
     let manifest = Manifest {
         format_version: MANIFEST_VERSION,
-        generation: 0,
+        build_id: ident.build_id_hex(),
+        generation: ident.generation,
         lsn: 0,
         metric: opts.metric,
         element: T::TYPE,
         dim: dim as u32,
         count: n,
+        ip_norm_max,
         build: BuildInfo {
             degree_max: opts.graph.degree_max,
             list_size: opts.graph.list_size,
@@ -347,13 +436,14 @@ fn build_typed<T: DistanceElement>(
         files: files.clone(),
     };
     let mpath = tmp.join(MANIFEST_FILE);
-    fs::write(&mpath, manifest.encode()).map_err(|e| IndexError::io(&mpath, "write", e))?;
-    fs::File::open(&mpath)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| IndexError::io(&mpath, "fsync", e))?;
+    let (pending, mut mfile) =
+        PendingFile::create(&mpath).map_err(|e| IndexError::io(&mpath, "create", e))?;
+    std::io::Write::write_all(&mut mfile, &manifest.encode())
+        .map_err(|e| IndexError::io(&mpath, "write", e))?;
+    pending.commit(mfile).map_err(|e| IndexError::io(&mpath, "fsync", e))?;
     sync_dir(&gen_dir).map_err(|e| IndexError::io(&gen_dir, "fsync", e))?;
     sync_dir(&tmp).map_err(|e| IndexError::io(&tmp, "fsync", e))?;
-    install(&tmp, out, opts.force)?;
+    let published = publish::publish(&tmp, out, target)?;
     guard.0 = None;
     phases.push(("write".to_string(), t.elapsed().as_secs_f64()));
 
@@ -368,27 +458,12 @@ fn build_typed<T: DistanceElement>(
         degree_mean,
         degree_max,
         medoid,
+        build_id: ident.build_id_hex(),
+        unreachable,
+        stale_removed: Vec::new(),
+        stale_left: Vec::new(),
+        replaced_leftover: published.leftover.map(|p| p.display().to_string()),
     })
-}
-
-/// Moves the finished build into place; an index being replaced is moved
-/// aside first and removed only after the new one is in place.
-fn install(tmp: &Path, out: &Path, force: bool) -> Result<(), IndexError> {
-    let parent = parent_dir(out);
-    let old = if force && out.exists() {
-        let name = out.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let old = parent.join(format!(".{name}.replaced-{}", std::process::id()));
-        fs::rename(out, &old).map_err(|e| IndexError::io(out, "move aside", e))?;
-        Some(old)
-    } else {
-        None
-    };
-    fs::rename(tmp, out).map_err(|e| IndexError::io(out, "rename into place", e))?;
-    sync_dir(&parent).map_err(|e| IndexError::io(&parent, "fsync", e))?;
-    if let Some(old) = old {
-        fs::remove_dir_all(&old).map_err(|e| IndexError::io(&old, "remove replaced index", e))?;
-    }
-    Ok(())
 }
 
 /// Reads rows `start..start+m` into `out`, rejecting non-finite values
@@ -475,8 +550,7 @@ fn norm_sq_max<T: Element>(file: &VectorFile) -> Result<f32, IndexError> {
 /// (validated, normalised for cosine, augmented for inner product).
 fn pq_sample<T: Element>(
     file: &VectorFile,
-    metric: Metric,
-    norm_sq_max: f32,
+    space: &PqSpace,
     max: usize,
     seed: u64,
 ) -> Result<Vec<f32>, IndexError> {
@@ -489,11 +563,11 @@ fn pq_sample<T: Element>(
         rand::seq::index::sample(&mut rng, n, max).into_vec()
     };
     idx.sort_unstable();
-    let mut out = Vec::with_capacity(idx.len() * pqspace::pq_dim(metric, dim));
+    let mut out = Vec::with_capacity(idx.len() * space.dim(dim));
     let mut row: Vec<T> = Vec::with_capacity(dim);
     for i in idx {
-        read_checked(file, i as u64, 1, metric, &mut row)?;
-        pqspace::push_row(row.iter().map(|x| x.to_f32()), metric, norm_sq_max, &mut out);
+        read_checked(file, i as u64, 1, space.metric, &mut row)?;
+        space.push_row(row.iter().map(|x| x.to_f32()), &mut out);
     }
     Ok(out)
 }

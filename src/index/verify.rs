@@ -2,16 +2,18 @@
 //! invariant of an index, or describe it.
 //!
 //! Verification reads each file whole (streamed): the manifest's sizes and
-//! XXH3 hashes, the graph header, every node record (checksum, degree <= R, ids < N,
-//! no self loop), the PQ codebook and the codes. The first bad record is
-//! named by node id, sector and byte offset.
+//! XXH3 hashes, the graph header, every node record (checksum, degree <= R,
+//! ids < N, no self loop), the PQ codebook and the codes, and walks the graph
+//! from the medoid to count the nodes a search can reach. The first bad
+//! record is named by node id, sector and byte offset.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::{CODES_FILE, GRAPH_FILE, IndexError, Manifest, PQ_FILE, read_manifest};
-use crate::format::graph::{GraphHeader, read_graph_header};
+use super::{GRAPH_FILE, IndexError, IndexFiles};
+use crate::format::graph::{GraphHeader, Layout, RecordFault};
 use crate::format::{FormatError, SECTOR_BYTES};
 
 const READ_CHUNK_BYTES: usize = 8 << 20;
@@ -44,6 +46,12 @@ pub struct VerifyReport {
     pub edges: u64,
     pub sectors: u64,
     pub files_checked: usize,
+    /// Nodes reachable from the medoid (all of them, or verify fails).
+    pub reachable: u64,
+    /// Breadth-first passes the reachability check took.
+    pub reachability_passes: u32,
+    pub build_id: String,
+    pub generation: u64,
 }
 
 /// Degree statistics of the graph file.
@@ -56,76 +64,53 @@ pub struct DegreeStats {
     pub histogram: Vec<u64>,
 }
 
-/// Checks every checksum and graph invariant of the index at `dir`.
+/// Checks every checksum and graph invariant of the index at `dir`: the
+/// manifest and its files ([`IndexFiles::open`]), the graph header, every
+/// node record (checksum seeded with the build id, degree <= R, ids < N, no
+/// self loop), the codebook and codes (hash, identity, shape), that every
+/// node is reachable from the medoid, and last the graph file's hash.
 pub fn verify_index(dir: &Path) -> Result<VerifyReport, IndexError> {
-    let m = read_manifest(dir)?;
-    for f in &m.files {
-        let p = dir.join(&f.name);
-        let len = std::fs::metadata(&p).map_err(|e| IndexError::io(&p, "stat", e))?.len();
-        if len != f.bytes {
-            return Err(FormatError::corrupt(
-                &p,
-                len.min(f.bytes),
-                format!("file is {len} bytes, the manifest says {}", f.bytes),
-            )
-            .into());
-        }
-    }
-    let header = check_header(dir, &m)?;
-    let (nodes, edges, sectors) = scan_records(&m.file(dir, GRAPH_FILE), &header, |_, _| {})?;
-    let cb = crate::format::pq::read_codebook(&m.file(dir, PQ_FILE))?;
-    if cb.dim() != super::pqspace::pq_dim(m.metric, m.dim as usize)
-        || cb.chunks() != header.pq_chunks as usize
-    {
+    let files = IndexFiles::open(dir)?;
+    let header = files.graph_header()?;
+    let graph = files.path(GRAPH_FILE);
+    let (nodes, edges, sectors) = scan_records(&graph, &header, |_, _| {})?;
+    files.codebook()?;
+    files.codes()?;
+    let reach = reachability(&graph, &header)?;
+    if let Some(first) = reach.first_unreachable {
         return Err(IndexError::Input(format!(
-            "pq codebook is {} dims x {} chunks, the index is {} dims x {} chunks",
-            cb.dim(),
-            cb.chunks(),
-            m.dim,
-            header.pq_chunks
+            "{}: {} of {} nodes cannot be reached from the medoid {} (node {first} is one): \
+             searches can never return them; rebuild with a larger --R",
+            graph.display(),
+            nodes - reach.reached,
+            nodes,
+            header.medoid
         )));
     }
-    let codes = crate::format::codes::read_codes(&m.file(dir, CODES_FILE))?;
-    if codes.n() != m.count || codes.chunks() != header.pq_chunks as usize {
-        return Err(IndexError::Input(format!(
-            "codes file holds {} x {} codes, the index has {} nodes x {} chunks",
-            codes.n(),
-            codes.chunks(),
-            m.count,
-            header.pq_chunks
-        )));
-    }
-    // Whole-file checksums last: the record scan names a bad node precisely,
-    // this catches anything else (padding, header).
-    for f in &m.files {
-        let p = dir.join(&f.name);
-        let hash = file_xxh3(&p)?;
-        if hash != f.xxh3 {
-            return Err(FormatError::corrupt(
-                &p,
-                0,
-                format!("file checksum (xxh3) {hash:#018x} != manifest {:#018x}", f.xxh3),
-            )
-            .into());
-        }
-    }
-    Ok(VerifyReport { nodes, edges, sectors, files_checked: m.files.len() })
-}
-
-fn check_header(dir: &Path, m: &Manifest) -> Result<GraphHeader, IndexError> {
-    let path = m.file(dir, GRAPH_FILE);
-    let h = read_graph_header(&path)?;
-    if h.count != m.count || h.dim != m.dim || h.metric != m.metric || h.element != m.element {
-        return Err(FormatError::invalid(
-            &path,
-            format!(
-                "header ({} x {} {} {}) disagrees with the manifest ({} x {} {} {})",
-                h.count, h.dim, h.element, h.metric, m.count, m.dim, m.element, m.metric
-            ),
+    // Whole-file checksum of the graph last (pq and codes were hashed as they
+    // were read): the record scan names a bad node precisely, this catches
+    // anything else (padding, header).
+    let entry = files.manifest.entry(GRAPH_FILE).map(|f| f.xxh3);
+    let hash = file_xxh3(&graph)?;
+    if entry != Some(hash) {
+        return Err(FormatError::corrupt(
+            &graph,
+            0,
+            format!("file checksum (xxh3) {hash:#018x} != manifest {:#018x}", entry.unwrap_or(0)),
         )
         .into());
     }
-    Ok(h)
+    let m = &files.manifest;
+    Ok(VerifyReport {
+        nodes,
+        edges,
+        sectors,
+        files_checked: m.files.len() + 1,
+        reachable: reach.reached,
+        reachability_passes: reach.passes,
+        build_id: m.build_id.clone(),
+        generation: m.generation,
+    })
 }
 
 /// Streams every record of the graph file, checking it; `visit(id, degree)`
@@ -142,7 +127,6 @@ pub fn scan_records(
     r.read_exact(&mut sector[..SECTOR_BYTES]).map_err(|e| IndexError::io(path, "read", e))?;
     let mut edges = 0u64;
     let mut id: u64 = 0;
-    let mut sector_index = 1u64;
     while id < l.count {
         let span = l.sectors_per_record as usize * SECTOR_BYTES;
         r.read_exact(&mut sector[..span]).map_err(|e| IndexError::io(path, "read", e))?;
@@ -160,36 +144,130 @@ pub fn scan_records(
                     edges += v.degree() as u64;
                     visit(nid, v.degree() as u32);
                 }
-                Err(fault) => {
-                    return Err(FormatError::corrupt(
-                        path,
-                        l.record_offset(nid),
-                        format!("node {nid} (sector {}): {fault}", l.sector_of(nid)),
-                    )
-                    .into());
-                }
+                Err(fault) => return Err(record_error(path, &l, nid, fault)),
             }
         }
         id += in_this;
-        sector_index += l.sectors_per_record as u64;
     }
-    debug_assert_eq!(sector_index - 1, l.data_sectors);
     Ok((l.count, edges, l.data_sectors))
 }
 
+fn record_error(path: &Path, l: &Layout, id: u32, fault: RecordFault) -> IndexError {
+    FormatError::corrupt(
+        path,
+        l.record_offset(id),
+        format!("node {id} (sector {}): {fault}", l.sector_of(id)),
+    )
+    .into()
+}
+
+/// Largest read of the reachability passes (sectors).
+const REACH_WINDOW_SECTORS: u64 = 64;
+
+/// The result of [`reachability`].
+pub struct Reachability {
+    pub reached: u64,
+    pub first_unreachable: Option<u32>,
+    pub passes: u32,
+}
+
+/// Which nodes a search from the medoid can reach, in memory bounded by two
+/// bitmaps of N bits whatever the size of the graph: breadth-first by
+/// levels, each level a pass that reads, in file order, only the sectors of
+/// the nodes first reached in the level before (coalesced into reads of at
+/// most [`REACH_WINDOW_SECTORS`] sectors). Every node's record is read once.
+pub fn reachability(path: &Path, header: &GraphHeader) -> Result<Reachability, IndexError> {
+    let l = header.layout();
+    let n = l.count;
+    let words = n.div_ceil(64) as usize;
+    let mut reached = vec![0u64; words];
+    let mut frontier = vec![0u64; words];
+    let set = |bits: &mut [u64], id: u64| -> bool {
+        let (w, b) = ((id / 64) as usize, id % 64);
+        let was = bits[w] >> b & 1 == 1;
+        bits[w] |= 1 << b;
+        !was
+    };
+    set(&mut reached, u64::from(header.medoid));
+    set(&mut frontier, u64::from(header.medoid));
+    let mut count = 1u64;
+    let mut passes = 0u32;
+    let file = File::open(path).map_err(|e| IndexError::io(path, "open", e))?;
+    let mut window: Vec<u8> = Vec::new();
+    let mut window_first = u64::MAX;
+    let ids_in = |bits: &[u64]| -> Vec<u32> {
+        let mut ids = Vec::new();
+        for (w, &word) in bits.iter().enumerate() {
+            let mut x = word;
+            while x != 0 {
+                let b = x.trailing_zeros() as u64;
+                ids.push((w as u64 * 64 + b) as u32);
+                x &= x - 1;
+            }
+        }
+        ids
+    };
+    loop {
+        let ids = ids_in(&frontier);
+        if ids.is_empty() {
+            break;
+        }
+        passes += 1;
+        frontier.iter_mut().for_each(|w| *w = 0);
+        for (k, &id) in ids.iter().enumerate() {
+            let first = l.sector_of(id);
+            let span = u64::from(l.sectors_per_record);
+            let in_window = window_first != u64::MAX
+                && first >= window_first
+                && first + span <= window_first + (window.len() / SECTOR_BYTES) as u64;
+            if !in_window {
+                // Read from this record's sector up to the last of the next
+                // frontier records that fits in one window.
+                let mut last = first + span;
+                for &next in &ids[k + 1..] {
+                    let end = l.sector_of(next) + span;
+                    if end - first > REACH_WINDOW_SECTORS.max(span) {
+                        break;
+                    }
+                    last = end;
+                }
+                window.resize(((last - first) as usize) * SECTOR_BYTES, 0);
+                file.read_exact_at(&mut window, first * SECTOR_BYTES as u64)
+                    .map_err(|e| IndexError::io(path, "read", e))?;
+                window_first = first;
+            }
+            let at = ((first - window_first) as usize) * SECTOR_BYTES + l.offset_in_sector(id);
+            let rec = &window[at..at + l.record_bytes as usize];
+            let view = l.decode_record(id, rec, true).map_err(|f| record_error(path, &l, id, f))?;
+            for nb in view.neighbors() {
+                if set(&mut reached, u64::from(nb)) {
+                    count += 1;
+                    set(&mut frontier, u64::from(nb));
+                }
+            }
+        }
+    }
+    let first_unreachable = (count < n)
+        .then(|| reached.iter().enumerate().find(|(_, w)| **w != u64::MAX))
+        .flatten()
+        .map(|(w, word)| (w as u64 * 64 + u64::from((!word).trailing_zeros())) as u32)
+        .filter(|&id| u64::from(id) < n);
+    Ok(Reachability { reached: count, first_unreachable, passes })
+}
+
 /// Degree statistics of an index's graph (streams the graph file).
-pub fn degree_stats(dir: &Path) -> Result<(Manifest, GraphHeader, DegreeStats), IndexError> {
-    let m = read_manifest(dir)?;
-    let h = check_header(dir, &m)?;
+pub fn degree_stats(dir: &Path) -> Result<(IndexFiles, GraphHeader, DegreeStats), IndexError> {
+    let files = IndexFiles::open(dir)?;
+    let h = files.graph_header()?;
     let r = h.degree_max;
     let mut hist = vec![0u64; 11];
     let (mut min, mut max, mut sum) = (u32::MAX, 0u32, 0u64);
-    scan_records(&m.file(dir, GRAPH_FILE), &h, |_, d| {
+    scan_records(&files.path(GRAPH_FILE), &h, |_, d| {
         min = min.min(d);
         max = max.max(d);
         sum += d as u64;
         hist[((d as u64 * 10) / r as u64) as usize] += 1;
     })?;
-    let mean = sum as f64 / m.count.max(1) as f64;
-    Ok((m, h, DegreeStats { min, max, mean, histogram: hist }))
+    let mean = sum as f64 / h.count.max(1) as f64;
+    Ok((files, h, DegreeStats { min, max, mean, histogram: hist }))
 }

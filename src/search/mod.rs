@@ -27,8 +27,9 @@ use crate::distance::{Distance, DistanceElement, Metric, normalize};
 use crate::element::ElementType;
 use crate::format::FormatError;
 use crate::format::codes::Codes;
-use crate::format::graph::{GraphHeader, Layout, read_graph_header};
-use crate::index::{CODES_FILE, GRAPH_FILE, IndexError, Manifest, PQ_FILE, pqspace, read_manifest};
+use crate::format::graph::{GraphHeader, Layout};
+use crate::index::pqspace::{self, PqSpace};
+use crate::index::{GRAPH_FILE, IndexError, IndexFiles, Manifest};
 use crate::io::{IoError, ReadRequest, ReaderKind, SectorReader};
 use crate::pq::{Codebook, LookupTable};
 use crate::topk::TopK;
@@ -143,6 +144,7 @@ pub struct Index {
     graph_path: PathBuf,
     file: Arc<File>,
     direct: bool,
+    space: PqSpace,
     reader_kind: ReaderKind,
     fallback_reason: Option<String>,
     cache: EntryCache,
@@ -159,30 +161,17 @@ impl Index {
                 opts.cache_nodes
             )));
         }
-        let manifest = read_manifest(dir)?;
-        let graph_path = manifest.file(dir, GRAPH_FILE);
-        let header = read_graph_header(&graph_path)?;
-        if header.count != manifest.count || header.dim != manifest.dim {
-            return Err(FormatError::invalid(
-                &graph_path,
-                "graph header disagrees with the manifest",
-            )
-            .into());
-        }
+        // One function decides which files an index has and checks them
+        // against each other: manifest, sizes, hashes of the small files,
+        // build id and generation in every header, shapes.
+        let loaded = IndexFiles::open(dir)?.load()?;
+        let graph_path = loaded.files.path(GRAPH_FILE);
+        let header = loaded.header;
         let layout = header.layout();
-        let codebook = crate::format::pq::read_codebook(&manifest.file(dir, PQ_FILE))?;
-        let codes_path = manifest.file(dir, CODES_FILE);
-        let codes = crate::format::codes::read_codes(&codes_path)?;
-        if codes.n() != header.count
-            || codes.chunks() != codebook.chunks()
-            || codebook.dim() != pqspace::pq_dim(header.metric, header.dim as usize)
-        {
-            return Err(FormatError::invalid(
-                &codes_path,
-                "codes disagree with the graph header or codebook",
-            )
-            .into());
-        }
+        let codebook = loaded.codebook;
+        let codes = loaded.codes;
+        let manifest = loaded.files.manifest;
+        let space = PqSpace::new(header.metric, header.ip_norm_max);
         let (file, direct) = crate::io::open_direct(&graph_path)?;
         let file = Arc::new(file);
         // Probe the reader kind once so every searcher uses the same one and a
@@ -205,6 +194,7 @@ impl Index {
             graph_path,
             file,
             direct,
+            space,
             reader_kind,
             fallback_reason: why.map(|e| e.to_string()),
             cache: EntryCache::default(),
@@ -332,7 +322,7 @@ impl Index {
         let started = Instant::now();
         let mut stats = QueryStats::default();
         let mut io_ns = 0u128;
-        pqspace::query(q, self.header.metric, &mut s.pq_query);
+        self.space.query(q, &mut s.pq_query);
         self.codebook.fill_lookup_table(&s.pq_query, pqspace::TABLE_METRIC, &mut s.table);
         let qt: Vec<T> = q.iter().map(|&x| T::from_f32(x)).collect();
         let dist = Distance::<T>::new(self.header.metric);

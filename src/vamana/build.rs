@@ -83,11 +83,25 @@ const PROGRESS_EVERY: u64 = 1024;
 
 /// Builds a Vamana graph over `data` (row-major, `dim` wide) with the
 /// current rayon pool. `metric` must be the index metric; cosine data must
-/// already be normalised by the caller.
+/// already be normalised by the caller. For inner product the MIPS
+/// augmentation uses M = the largest norm of `data`.
 pub fn build<'a, T: DistanceElement>(
     data: &'a [T],
     dim: usize,
     metric: Metric,
+    params: &BuildParams,
+    progress: &dyn BuildProgress,
+) -> Result<Graph<'a, T>, String> {
+    build_with_norm(data, dim, metric, None, params, progress)
+}
+
+/// [`build`] with the inner-product M given (the index's persisted one);
+/// rows longer than M get an extra coordinate of 0 (see `pqspace::Fit`).
+pub fn build_with_norm<'a, T: DistanceElement>(
+    data: &'a [T],
+    dim: usize,
+    metric: Metric,
+    ip_norm_max: Option<f32>,
     params: &BuildParams,
     progress: &dyn BuildProgress,
 ) -> Result<Graph<'a, T>, String> {
@@ -99,8 +113,11 @@ pub fn build<'a, T: DistanceElement>(
     if n as u64 > u32::MAX as u64 - 1 {
         return Err(format!("{n} points exceed the u32 node id space"));
     }
-    let aug =
-        if metric == Metric::InnerProduct { mips_augmentation(data, dim) } else { Vec::new() };
+    let aug = if metric == Metric::InnerProduct {
+        mips_augmentation(data, dim, ip_norm_max)
+    } else {
+        Vec::new()
+    };
     let mut g = Graph {
         data,
         dim,
@@ -248,12 +265,19 @@ pub fn medoid<T: DistanceElement>(data: &[T], dim: usize) -> u32 {
     best
 }
 
-/// `sqrt(M^2 - |x|^2)` per point, M the largest norm.
-fn mips_augmentation<T: DistanceElement>(data: &[T], dim: usize) -> Vec<f32> {
+/// `sqrt(M^2 - |x|^2)` per point (0 past M), M given or the largest norm.
+fn mips_augmentation<T: DistanceElement>(
+    data: &[T],
+    dim: usize,
+    ip_norm_max: Option<f32>,
+) -> Vec<f32> {
     let norms: Vec<f32> = data
         .par_chunks(dim)
         .map(|r| r.iter().map(|x| x.to_f32() * x.to_f32()).sum::<f32>())
         .collect();
-    let max = norms.iter().copied().fold(0.0f32, f32::max);
-    norms.iter().map(|n| (max - n).max(0.0).sqrt()).collect()
+    let max_sq = match ip_norm_max {
+        Some(m) => m * m,
+        None => norms.iter().copied().fold(0.0f32, f32::max),
+    };
+    norms.iter().map(|n| (max_sq - n).max(0.0).sqrt()).collect()
 }

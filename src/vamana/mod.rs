@@ -17,7 +17,7 @@ mod build;
 mod prune;
 mod search;
 
-pub use build::{BuildParams, BuildProgress, build};
+pub use build::{BuildParams, BuildProgress, build, build_with_norm};
 pub(crate) use search::{Candidate, insert_candidate};
 pub use search::{GreedySearch, VisitedSet};
 
@@ -107,6 +107,26 @@ impl<'a, T: DistanceElement> Graph<'a, T> {
         let mut s = GreedySearch::new(l);
         s.run(self, |id| self.query_dist.eval(query, self.vector(id)), visited);
         s.best(k)
+    }
+
+    /// Nodes no path from the medoid reaches (a search can never return them).
+    pub fn unreachable_from_medoid(&self) -> u64 {
+        let mut seen = vec![false; self.len()];
+        let mut stack = vec![self.medoid];
+        seen[self.medoid as usize] = true;
+        let mut reached = 1u64;
+        while let Some(id) = stack.pop() {
+            self.with_neighbors(id, |nb| {
+                for &n in nb {
+                    if !seen[n as usize] {
+                        seen[n as usize] = true;
+                        reached += 1;
+                        stack.push(n);
+                    }
+                }
+            });
+        }
+        self.len() as u64 - reached
     }
 
     /// Degree statistics: (min, mean, max).
