@@ -146,13 +146,13 @@ impl Prepared {
 
     /// Runs the build with the current rayon pool.
     pub fn run(self, progress: &dyn Progress) -> Result<BuildSummary, IndexError> {
-        let (stale_removed, stale_left) = publish::clean_stale(&self.out)?;
+        let stale = publish::clean_stale(&self.out)?;
         let mut summary = crate::with_element!(self.file.element_type(), T => {
             build_typed::<T>(&self.file, &self.out, &self.target, &self.opts, progress)
         })?;
-        summary.stale_removed = stale_removed.iter().map(|p| p.display().to_string()).collect();
+        summary.stale_removed = stale.removed.iter().map(|p| p.display().to_string()).collect();
         summary.stale_left =
-            stale_left.iter().map(|(p, why)| format!("{}: {why}", p.display())).collect();
+            stale.left.iter().map(|(p, why)| format!("{}: {why}", p.display())).collect();
         Ok(summary)
     }
 }

@@ -436,8 +436,8 @@ impl IndexFiles {
         let m = &self.manifest;
         let path = self.path(PQ_FILE);
         let file = crate::format::pq::read_codebook(&path)?;
-        self.check_hash(PQ_FILE, file.xxh3)?;
         m.ident().expect(&path, file.meta.ident)?;
+        self.check_hash(PQ_FILE, file.xxh3)?;
         let cb = file.codebook;
         let want_dim = pqspace::pq_dim(m.metric, m.dim as usize);
         if file.meta.metric != m.metric
@@ -470,8 +470,8 @@ impl IndexFiles {
         let m = &self.manifest;
         let path = self.path(CODES_FILE);
         let (codes, xxh3) = crate::format::codes::read_codes(&path)?;
-        self.check_hash(CODES_FILE, xxh3)?;
         m.ident().expect(&path, codes.ident())?;
+        self.check_hash(CODES_FILE, xxh3)?;
         if codes.n() != m.count || codes.chunks() != m.build.pq_chunks {
             return Err(FormatError::invalid(
                 &path,

@@ -206,10 +206,19 @@ fn v1_layout(dir: &Path) -> Option<OwnedLayout> {
     Some(OwnedLayout { files, dirs: vec![PathBuf::from("gen-0")] })
 }
 
+/// What [`clean_stale`] found.
+#[derive(Debug, Default)]
+pub struct Stale {
+    /// Temporary directories of dead builds, removed.
+    pub removed: Vec<PathBuf>,
+    /// Temporary directories of dead builds left in place, and why.
+    pub left: Vec<(PathBuf, String)>,
+}
+
 /// Removes the temporary directories that killed builds of `out` left
-/// behind (`.{name}.building-{pid}` of processes that are gone). Returns what
-/// it removed and what it had to leave (not only layout files inside).
-pub fn clean_stale(out: &Path) -> Result<(Vec<PathBuf>, Vec<(PathBuf, String)>), IndexError> {
+/// behind (`.{name}.building-{pid}` of processes that are gone), when they
+/// hold only layout files; others are left and named.
+pub fn clean_stale(out: &Path) -> Result<Stale, IndexError> {
     let (parent, name) = split_out(out)?;
     let prefixes = [format!(".{name}.building-"), format!(".{name}.replaced-")];
     let mut removed = Vec::new();
@@ -234,7 +243,7 @@ pub fn clean_stale(out: &Path) -> Result<(Vec<PathBuf>, Vec<(PathBuf, String)>),
             Err(why) => left.push((path, why)),
         }
     }
-    Ok((removed, left))
+    Ok(Stale { removed, left })
 }
 
 fn process_alive(pid: i32) -> bool {
