@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use basalt::index::build::{BuildOptions, build_index};
+use basalt::index::build::BuildOptions;
 use basalt::index::verify::verify_index;
 use basalt::index::{IndexFiles, Manifest, read_manifest};
 use basalt::search::{Index, OpenOptions, SearchParams};
