@@ -55,6 +55,25 @@ impl ElementType {
             ElementType::I8 => "i8",
         }
     }
+
+    /// Checks that an f32 value is exactly a value of this type (finite for
+    /// f32; an integer within range for u8 and i8), so that no query is
+    /// silently rounded or clamped. The error says what the type takes.
+    pub fn check_f32(self, v: f32) -> Result<(), &'static str> {
+        let ok = match self {
+            ElementType::F32 => v.is_finite(),
+            ElementType::U8 => v.fract() == 0.0 && (0.0..=255.0).contains(&v),
+            ElementType::I8 => v.fract() == 0.0 && (-128.0..=127.0).contains(&v),
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(match self {
+            ElementType::F32 => "values must be finite",
+            ElementType::U8 => "a u8 index takes integers 0..=255",
+            ElementType::I8 => "an i8 index takes integers -128..=127",
+        })
+    }
 }
 
 impl fmt::Display for ElementType {

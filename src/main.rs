@@ -8,9 +8,24 @@ mod commands;
 fn main() {
     let cli = basalt::cli::Cli::parse();
     if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_chain(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, each cause once: the errors of
+/// lower modules often already print their source, so a cause whose text is
+/// already in the message is not repeated.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+    }
+    msg
 }
 
 fn run(cli: basalt::cli::Cli) -> Result<()> {

@@ -17,6 +17,8 @@ pub enum RecallError {
     GroundTruthTooShort { gt_n: usize, results_n: usize },
     #[error("k must be at least 1")]
     ZeroK,
+    #[error("no queries to score")]
+    NoQueries,
 }
 
 /// The set of ids that count as hits for query `q` at `k`.
@@ -36,10 +38,18 @@ pub fn hit_set(gt: &GroundTruth, q: usize, k: usize) -> FxHashSet<u32> {
     set
 }
 
-/// Recall@k of one query's returned ids (only the first k count; duplicates count once).
+/// The id that pads a result row when fewer than k were found; never a hit.
+pub const PADDING_ID: u32 = u32::MAX;
+
+/// Recall@k of one query's returned ids (only the first k count; duplicates
+/// count once; [`PADDING_ID`] is never a hit, even if a ground truth lists it).
 pub fn query_recall(hits: &FxHashSet<u32>, returned: &[u32], k: usize) -> f64 {
     let mut seen = FxHashSet::default();
-    let found = returned.iter().take(k).filter(|id| hits.contains(id) && seen.insert(**id)).count();
+    let found = returned
+        .iter()
+        .take(k)
+        .filter(|&&id| id != PADDING_ID && hits.contains(&id) && seen.insert(id))
+        .count();
     found.min(k) as f64 / k as f64
 }
 
@@ -61,7 +71,7 @@ pub fn check_ground_truth(gt: &GroundTruth, n: usize, k: usize) -> Result<(), Re
 pub fn mean_recall(gt: &GroundTruth, results: &[Vec<u32>], k: usize) -> Result<f64, RecallError> {
     check_ground_truth(gt, results.len(), k)?;
     if results.is_empty() {
-        return Ok(0.0);
+        return Err(RecallError::NoQueries);
     }
     let total: f64 =
         results.iter().enumerate().map(|(q, r)| query_recall(&hit_set(gt, q, k), r, k)).sum();

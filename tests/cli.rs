@@ -249,3 +249,236 @@ fn clear_errors() {
     let e = fails(&["verify", p(d)]);
     assert!(e.contains("no basalt index"), "{e}");
 }
+
+/// Runs basalt and fails the test if it has not finished within `secs`.
+fn run_bounded(args: &[&str], cwd: Option<&Path>, secs: u64) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_basalt"));
+    cmd.args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    if let Some(c) = cwd {
+        cmd.current_dir(c);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let t = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > std::time::Duration::from_secs(secs) {
+            child.kill().unwrap();
+            panic!("basalt {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn write_fbin(path: &Path, dim: usize, rows: &[f32]) {
+    let mut b = Vec::new();
+    b.extend_from_slice(&((rows.len() / dim) as u32).to_le_bytes());
+    b.extend_from_slice(&(dim as u32).to_le_bytes());
+    for x in rows {
+        b.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// What a new user ran into, each now a clear error before any work.
+#[test]
+fn probe_findings_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = d.join("b.fbin");
+    let idx = d.join("idx");
+    ok(&["gen", "--out", p(&base), "--n", "400", "--dim", "8", "--seed", "2"]);
+    let build = |out: &Path, r: &str| {
+        basalt(&[
+            "build",
+            "--data",
+            p(&base),
+            "--metric",
+            "l2",
+            "--out",
+            p(out),
+            "--R",
+            r,
+            "--pq-bytes",
+            "4",
+        ])
+    };
+    assert!(build(&idx, "8").status.success());
+    let gt_args = |b: &Path, q: &Path, out: &Path| {
+        basalt(&[
+            "gt",
+            "--base",
+            p(b),
+            "--queries",
+            p(q),
+            "--k",
+            "5",
+            "--metric",
+            "l2",
+            "--out",
+            p(out),
+        ])
+    };
+    // gt: NaN or Inf in a query or a base row is an error naming file, row, column.
+    let mut rows = vec![0.5f32; 3 * 8];
+    for (bad, what) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf")] {
+        rows[8 + 6] = bad;
+        let q = d.join("q.fbin");
+        write_fbin(&q, 8, &rows);
+        let o = gt_args(&base, &q, &d.join("g.ibin"));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{what} query accepted");
+        assert!(e.contains("q.fbin") && e.contains("row 1 dimension 6"), "{e}");
+        assert!(!d.join("g.ibin").exists(), "no ground truth written");
+    }
+    let nanbase = d.join("nb.fbin");
+    let mut bb = std::fs::read(&base).unwrap();
+    bb[8 + 4 * (8 * 10 + 2)..8 + 4 * (8 * 10 + 3)].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&nanbase, bb).unwrap();
+    let o = gt_args(&nanbase, &base, &d.join("g.ibin"));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("row 10 dimension 2"), "{e}");
+    // Squared norms that would overflow f32 are refused at build.
+    let huge = d.join("huge.fbin");
+    let mut hv = vec![1.0f32; 40 * 8];
+    hv[8 * 7] = 3e19;
+    write_fbin(&huge, 8, &hv);
+    let e = fails(&[
+        "build",
+        "--data",
+        p(&huge),
+        "--metric",
+        "l2",
+        "--out",
+        p(&d.join("h")),
+        "--pq-bytes",
+        "4",
+    ]);
+    assert!(e.contains("row 7") && e.contains("NORM_SQUARED_MAX"), "{e}");
+    // R below the minimum is refused, naming the limit.
+    let o = build(&d.join("r4"), "4");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("DEGREE_MIN"), "{e}");
+    assert!(!d.join("r4").exists());
+    // A FIFO is refused up front instead of hanging.
+    let fifo = d.join("pipe.fbin");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let o = run_bounded(
+        &["build", "--data", p(&fifo), "--metric", "l2", "--out", p(&d.join("f"))],
+        None,
+        20,
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("not a regular file"), "{e}");
+    // Search parameters and the results path are checked before any searching
+    // (nothing on stdout: no table header, no rows).
+    let q = d.join("q2.fbin");
+    ok(&["gen", "--out", p(&q), "--n", "10", "--dim", "8", "--seed", "5"]);
+    let search = |extra: &[&str]| {
+        let mut args = vec!["search", "--index", p(&idx), "--queries", p(&q)];
+        args.extend_from_slice(extra);
+        basalt(&args)
+    };
+    for (extra, want) in [
+        (vec!["--k", "10", "--L", "20,5"], "--L 5"),
+        (vec!["--L", "20", "--results", "/nonexistent/dir/r.ibin"], "does not exist"),
+        (vec!["--L", "20", "--results", p(d)], ".ibin"),
+    ] {
+        let o = search(&extra);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains(want), "{extra:?}: {e}");
+        assert!(o.stdout.is_empty(), "{extra:?} printed before failing");
+    }
+    // k above the index size is refused rather than padded.
+    let o = search(&["--k", "500", "--L", "600"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exceeds the 400 vectors"));
+    // --out . inside an index fails at once, before any build work.
+    let o = run_bounded(
+        &["build", "--data", p(&base), "--metric", "l2", "--out", ".", "--force"],
+        Some(&idx),
+        20,
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("directory name"), "{e}");
+    assert!(!e.contains("building"), "{e}");
+    // recall: result rows must match ground-truth rows; padding is never a hit.
+    let gt = d.join("gt.ibin");
+    ok(&[
+        "gt",
+        "--base",
+        p(&base),
+        "--queries",
+        p(&q),
+        "--k",
+        "10",
+        "--metric",
+        "l2",
+        "--out",
+        p(&gt),
+    ]);
+    let g = basalt::vecfile::read_ground_truth(&gt).unwrap();
+    let write_res = |path: &Path, n: usize, pad: bool| {
+        let mut ids = g.ids[..n * 10].to_vec();
+        if pad {
+            ids.iter_mut().for_each(|x| *x = u32::MAX);
+        }
+        basalt::vecfile::write_ground_truth(
+            path,
+            &basalt::vecfile::GroundTruth { n, k: 10, ids, scores: None },
+        )
+        .unwrap();
+    };
+    let short = d.join("short.ibin");
+    write_res(&short, 4, false);
+    let e = fails(&["recall", "--gt", p(&gt), "--results", p(&short), "--k", "10"]);
+    assert!(e.contains("same queries"), "{e}");
+    let empty = d.join("empty.ibin");
+    write_res(&empty, 0, false);
+    let e = fails(&["recall", "--gt", p(&gt), "--results", p(&empty), "--k", "10"]);
+    assert!(e.contains("no queries"), "{e}");
+    // A ground truth that itself lists the padding id still scores 0 for it.
+    let padded = d.join("pad.ibin");
+    write_res(&padded, 10, true);
+    let mut gp = g.clone();
+    gp.ids[0] = u32::MAX;
+    let gtp = d.join("gtp.ibin");
+    basalt::vecfile::write_ground_truth(&gtp, &gp).unwrap();
+    let out = ok(&["recall", "--gt", p(&gtp), "--results", p(&padded), "--k", "10"]);
+    assert!(out.contains("recall@10 = 0.0000"), "{out}");
+    // An OS error is printed once.
+    let e = fails(&[
+        "gt",
+        "--base",
+        "/nonexistent.fbin",
+        "--queries",
+        p(&q),
+        "--k",
+        "5",
+        "--metric",
+        "l2",
+        "--out",
+        p(&d.join("x.ibin")),
+    ]);
+    assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
+    // gt prints nothing on stdout unless asked for JSON.
+    let o = gt_args(&base, &q, &d.join("g2.ibin"));
+    assert!(o.status.success() && o.stdout.is_empty());
+    // inspect describes multi-sector records.
+    let wide = d.join("w.fbin");
+    ok(&["gen", "--out", p(&wide), "--n", "50", "--dim", "1100"]);
+    let widx = d.join("widx");
+    ok(&[
+        "build",
+        "--data",
+        p(&wide),
+        "--metric",
+        "l2",
+        "--out",
+        p(&widx),
+        "--R",
+        "8",
+        "--pq-bytes",
+        "8",
+    ]);
+    let text = ok(&["inspect", p(&widx)]);
+    assert!(text.contains("2 sectors per record") && !text.contains("0 per sector"), "{text}");
+}

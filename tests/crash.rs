@@ -16,8 +16,24 @@ fn basalt() -> Command {
 
 fn build_args<'a>(base: &'a str, out: &'a str, seed: &'a str) -> Vec<&'a str> {
     vec![
-        "build", "--data", base, "--metric", "l2", "--out", out, "--R", "16", "--L", "32",
-        "--pq-bytes", "8", "--seed", seed, "--force", "--threads", "1",
+        "build",
+        "--data",
+        base,
+        "--metric",
+        "l2",
+        "--out",
+        out,
+        "--R",
+        "16",
+        "--L",
+        "32",
+        "--pq-bytes",
+        "8",
+        "--seed",
+        seed,
+        "--force",
+        "--threads",
+        "1",
     ]
 }
 

@@ -78,9 +78,13 @@ pub fn generate(a: GenArgs) -> Result<()> {
 }
 
 pub fn ground_truth(a: GtArgs) -> Result<()> {
+    let pool = thread_pool(a.threads)?;
+    basalt::vecfile::check_output_path(&a.out).context("--out")?;
     let base = VectorFile::open(&a.base)?;
     let queries = VectorFile::open(&a.queries)?;
-    let pool = thread_pool(a.threads)?;
+    if queries.is_empty() {
+        bail!("{} holds no queries", a.queries.display());
+    }
     let t = Instant::now();
     let pb = progress_bar(base.len(), "gt");
     let gt = pool.install(|| {
@@ -102,17 +106,32 @@ pub fn ground_truth(a: GtArgs) -> Result<()> {
         pool.current_num_threads(),
         a.out.display()
     );
-    println!(
-        "{}",
-        serde_json::json!({"command": "gt", "seconds": secs, "threads": pool.current_num_threads(),
-            "n": base.len(), "nq": queries.len(), "dim": base.dim(), "k": a.k})
-    );
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"command": "gt", "seconds": secs,
+                "threads": pool.current_num_threads(), "n": base.len(), "nq": queries.len(),
+                "dim": base.dim(), "k": a.k})
+        );
+    }
     Ok(())
 }
 
 pub fn recall(a: RecallArgs) -> Result<()> {
     let gt = read_ground_truth(&a.gt)?;
     let res = read_ground_truth(&a.results)?;
+    if res.n == 0 {
+        bail!("{} holds no queries", a.results.display());
+    }
+    if res.n != gt.n {
+        bail!(
+            "{} holds {} queries but the ground truth {} holds {}: they must be the same queries",
+            a.results.display(),
+            res.n,
+            a.gt.display(),
+            gt.n
+        );
+    }
     let rows: Vec<Vec<u32>> = (0..res.n).map(|q| res.ids(q).to_vec()).collect();
     if res.k < a.k {
         bail!("{} holds {} results per query, fewer than k = {}", a.results.display(), res.k, a.k);
@@ -156,6 +175,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         metric: basalt::distance::Metric::L2,
         out: gt.clone(),
         threads: None,
+        json: false,
     })?;
     let index = dir.join("index");
     build::run(basalt::cli::BuildArgs {

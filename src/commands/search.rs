@@ -33,6 +33,19 @@ struct Row {
 
 pub fn run(a: SearchArgs) -> Result<()> {
     let threads = super::resolve_threads(a.threads)?;
+    // Every parameter is checked before the index is opened or anything is
+    // printed: each L of the sweep, k, the beam width, the results path.
+    if a.l.is_empty() {
+        bail!("--L needs at least one list size");
+    }
+    for &l in &a.l {
+        SearchParams { k: a.k, list_size: l, beam_width: a.beam }
+            .validate()
+            .with_context(|| format!("--L {l}"))?;
+    }
+    if let Some(p) = &a.results {
+        basalt::vecfile::check_output_path(p).context("--results")?;
+    }
     let t = Instant::now();
     let index =
         Index::open(&a.index, &OpenOptions { reader: a.reader, cache_nodes: a.cache_nodes })?;
@@ -58,9 +71,15 @@ pub fn run(a: SearchArgs) -> Result<()> {
     if qf.element_type() != index.element_type() {
         bail!("queries hold {}, the index {}", qf.element_type(), index.element_type());
     }
+    if a.k as u64 > index.len() {
+        bail!("k = {} exceeds the {} vectors of the index", a.k, index.len());
+    }
     let nq = qf.len() as usize;
+    if nq == 0 {
+        bail!("{} holds no queries", a.queries.display());
+    }
     let mut queries = Vec::new();
-    qf.read_rows_f32(0, nq, &mut queries)?;
+    qf.read_rows_f32_checked(0, nq, &mut queries)?;
     let gt: Option<GroundTruth> = match &a.gt {
         Some(p) => {
             let g = read_ground_truth(p)?;
@@ -79,7 +98,6 @@ pub fn run(a: SearchArgs) -> Result<()> {
     let mut last_ids = Vec::new();
     for &l in &a.l {
         let params = SearchParams { k: a.k, list_size: l, beam_width: a.beam };
-        params.validate()?;
         let (row, ids) = run_level(&index, &queries, nq, &params, threads, gt.as_ref())?;
         if a.json {
             println!("{}", serde_json::to_string(&row)?);
@@ -103,8 +121,13 @@ pub fn run(a: SearchArgs) -> Result<()> {
     if let Some(p) = &a.results {
         let k = a.k;
         let mut flat = Vec::with_capacity(nq * k);
-        for ids in &last_ids {
-            flat.extend(ids.iter().copied().chain(std::iter::repeat(u32::MAX)).take(k));
+        for (q, ids) in last_ids.iter().enumerate() {
+            // k <= N and every node is reachable (verify checks it), so a
+            // search always fills k; anything less is reported, never padded.
+            if ids.len() != k {
+                bail!("query {q} returned {} results, not k = {k}", ids.len());
+            }
+            flat.extend_from_slice(ids);
         }
         write_ground_truth(p, &GroundTruth { n: nq, k, ids: flat, scores: None })?;
         eprintln!("wrote the ids of the last L to {}", p.display());

@@ -97,7 +97,9 @@ fn exact_knn_typed<T: DistanceElement>(
     let dim = base.dim();
     let nq = queries.len() as usize;
     let mut q = Vec::new();
-    queries.read_rows_f32(0, nq, &mut q)?;
+    // Non-finite values or norms that would overflow a distance are refused
+    // (named by file, row and column) before any work.
+    queries.read_rows_f32_checked(0, nq, &mut q)?;
     if metric == Metric::Cosine {
         q.chunks_exact_mut(dim).for_each(normalize);
     }
@@ -107,7 +109,7 @@ fn exact_knn_typed<T: DistanceElement>(
     let mut start = 0u64;
     while start < base.len() {
         let rows = ((base.len() - start) as usize).min(block_rows);
-        base.read_rows_f32(start, rows, &mut x)?;
+        base.read_rows_f32_checked(start, rows, &mut x)?;
         if metric == Metric::Cosine {
             x.par_chunks_mut(dim).for_each(normalize);
         }

@@ -476,16 +476,7 @@ fn read_checked<T: Element>(
     out: &mut Vec<T>,
 ) -> Result<(), IndexError> {
     let dim = file.dim();
-    file.read_rows::<T>(start, m, out)?;
-    if let Some(i) = out.iter().position(|x| !x.is_valid()) {
-        return Err(IndexError::Input(format!(
-            "{}: row {} dimension {} is {:?}: every value must be finite",
-            file.path().display(),
-            start + (i / dim) as u64,
-            i % dim,
-            out[i]
-        )));
-    }
+    file.read_rows_checked::<T>(start, m, out)?;
     if metric == Metric::Cosine {
         normalize_all(out, dim);
     }
@@ -583,7 +574,7 @@ mod tests {
         write_stream::<f32>(&m, &base, n, 1, STREAM_BASE, &|_| {}).unwrap();
         let out = dir.join("idx");
         let opts = BuildOptions {
-            graph: BuildParams { degree_max: 6, list_size: 12, ..Default::default() },
+            graph: BuildParams { degree_max: 8, list_size: 12, ..Default::default() },
             pq_chunks: 2,
             ..Default::default()
         };

@@ -34,6 +34,7 @@ use crate::io::{IoError, ReadRequest, ReaderKind, SectorReader};
 use crate::pq::{Codebook, LookupTable};
 use crate::topk::TopK;
 use crate::vamana::{Candidate, insert_candidate};
+use crate::vecfile::NORM_SQUARED_MAX;
 
 pub use cache::EntryCache;
 
@@ -277,8 +278,18 @@ impl Index {
                 self.dim()
             )));
         }
-        if let Some(i) = query.iter().position(|x| !x.is_finite()) {
-            return Err(SearchError::Query(format!("value {i} is not finite")));
+        let element = self.header.element;
+        for (i, &v) in query.iter().enumerate() {
+            if let Err(what) = element.check_f32(v) {
+                return Err(SearchError::Query(format!("value {i} is {v}: {what}")));
+            }
+        }
+        let norm_sq: f64 = query.iter().map(|&x| f64::from(x).powi(2)).sum();
+        if norm_sq > NORM_SQUARED_MAX {
+            return Err(SearchError::Query(format!(
+                "squared norm {norm_sq:e} is over {NORM_SQUARED_MAX:e} (NORM_SQUARED_MAX), \
+                 where squared distances could overflow f32"
+            )));
         }
         out.clear();
         out.extend_from_slice(query);

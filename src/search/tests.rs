@@ -227,3 +227,47 @@ fn inner_product_and_cosine_indexes_reach_recall() {
         assert!(recall >= 0.9, "{metric} recall@10 = {recall}");
     }
 }
+
+/// Queries for u8 and i8 indexes must be integers within the type's range:
+/// anything else is an error naming the first bad position, never rounded or
+/// clamped. A query whose squared norm could overflow a distance is refused
+/// for every type.
+#[test]
+fn integer_queries_are_not_converted_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 8;
+    for dtype in [ElementType::U8, ElementType::I8] {
+        let m = Mixture::new(dim, 4, 3).unwrap();
+        let base = dir.path().join(format!("b.{dtype}bin"));
+        crate::with_element!(dtype, T => {
+            write_stream::<T>(&m, &base, 300, 3, STREAM_BASE, &|_| {}).unwrap()
+        });
+        let idx = dir.path().join(dtype.name());
+        let opts = BuildOptions {
+            graph: BuildParams { degree_max: 8, list_size: 16, ..Default::default() },
+            pq_chunks: 4,
+            ..Default::default()
+        };
+        build_index(&base, &idx, &opts, &()).unwrap();
+        let index = Index::open(&idx, &OpenOptions::default()).unwrap();
+        let mut s = index.searcher().unwrap();
+        let p = SearchParams { k: 5, list_size: 16, beam_width: 4 };
+        let good = vec![3.0f32; dim];
+        assert_eq!(index.search(&mut s, &good, &p).unwrap().ids.len(), 5);
+        let (lo, hi) = if dtype == ElementType::U8 { (-1.0, 256.0) } else { (-129.0, 128.0) };
+        for (pos, bad) in [(2usize, 1.5f32), (5, lo), (7, hi), (0, f32::INFINITY)] {
+            let mut q = good.clone();
+            q[pos] = bad;
+            let e = index.search(&mut s, &q, &p).unwrap_err().to_string();
+            assert!(e.contains(&format!("value {pos} is")), "{dtype} {bad}: {e}");
+            assert!(e.contains(dtype.name()) || bad.is_infinite(), "{dtype} {bad}: {e}");
+        }
+    }
+    // f32: a norm past NORM_SQUARED_MAX is refused.
+    let f = fixture();
+    let index = Index::open(&f.index, &OpenOptions::default()).unwrap();
+    let mut s = index.searcher().unwrap();
+    let q = vec![1e19f32; DIM];
+    let e = index.search(&mut s, &q, &SearchParams { k: 10, list_size: 20, beam_width: 4 });
+    assert!(e.unwrap_err().to_string().contains("NORM_SQUARED_MAX"));
+}

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::prune::{PruneRule, PruneScratch, robust_prune};
 use super::search::{GreedySearch, VisitedSet};
-use super::{DEGREE_MAX, Graph, SEARCH_LIST_MAX, SLACK};
+use super::{DEGREE_MAX, DEGREE_MIN, Graph, SEARCH_LIST_MAX, SLACK};
 use crate::distance::{Distance, DistanceElement, Metric};
 
 /// Parameters of a Vamana build.
@@ -46,9 +46,10 @@ impl Default for BuildParams {
 
 impl BuildParams {
     pub fn validate(&self) -> Result<(), String> {
-        if self.degree_max == 0 || self.degree_max > DEGREE_MAX {
+        if self.degree_max < DEGREE_MIN || self.degree_max > DEGREE_MAX {
             return Err(format!(
-                "R = {} is outside 1..={DEGREE_MAX} (DEGREE_MAX)",
+                "R = {} is outside {DEGREE_MIN}..={DEGREE_MAX} (DEGREE_MIN, DEGREE_MAX): sparser \
+                 graphs strand nodes the search can never reach",
                 self.degree_max
             ));
         }
@@ -138,6 +139,7 @@ pub fn build_with_norm<'a, T: DistanceElement>(
         run_pass(&g, &order, alpha, last && params.saturate, params, progress);
     }
     cleanup(&g, params.alpha, params.saturate);
+    g.connect_unreachable(params.list_size);
     Ok(g)
 }
 

@@ -97,3 +97,42 @@ fn saturation_fills_lists_to_r() {
     assert!(max1 <= 16);
     assert!(mean1 >= 15.0 && mean1 > mean0, "saturated mean {mean1}, plain {mean0}");
 }
+
+/// Nodes cut off from the medoid (every in-edge removed, full lists around
+/// them) are given an in-edge again by the reconnection pass, without
+/// breaking the degree bound, and are then found by search.
+#[test]
+fn stranded_nodes_are_reconnected() {
+    let (base, _) = dataset(2_000, 0, 16, 4);
+    let params = BuildParams { degree_max: 8, list_size: 24, ..Default::default() };
+    let g = build(&base, 16, Metric::L2, &params, &()).unwrap();
+    assert_eq!(g.unreachable_from_medoid(), 0);
+    let cut: Vec<u32> = (100..140).filter(|&p| p != g.medoid()).collect();
+    for list in &g.adj {
+        list.lock().retain(|n| !cut.contains(n));
+    }
+    // Fill every list to R so the pass must replace edges, not just append.
+    for p in 0..g.len() as u32 {
+        let mut list = g.adj[p as usize].lock();
+        let mut c = 0u32;
+        while list.len() < 8 {
+            let cand = (p + 1 + c) % 2_000;
+            c += 1;
+            if cand != p && !cut.contains(&cand) && !list.contains(&cand) {
+                list.push(cand);
+            }
+        }
+    }
+    let stranded = g.unreachable_from_medoid();
+    assert!(stranded >= cut.len() as u64, "{stranded}");
+    let added = g.connect_unreachable(24);
+    assert!(added >= 1);
+    assert_eq!(g.unreachable_from_medoid(), 0);
+    assert!(g.adj.iter().all(|a| a.lock().len() <= 8), "degree bound kept");
+    let mut visited = VisitedSet::new(g.len());
+    for &p in &cut {
+        let q = g.vector(p).to_vec();
+        let got = g.search(&q, 64, 1, &mut visited);
+        assert_eq!(got[0].0, p, "node {p} is found again");
+    }
+}

@@ -35,6 +35,7 @@ impl GroundTruth {
 
 /// Reads a ground-truth or result file, validating its size against its header.
 pub fn read_ground_truth(path: &Path) -> Result<GroundTruth, VecFileError> {
+    super::check_regular(path)?;
     let bytes = fs::read(path).map_err(|e| VecFileError::io(path, "read", e))?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
@@ -110,15 +111,33 @@ pub fn read_ground_truth(path: &Path) -> Result<GroundTruth, VecFileError> {
 
 /// Writes a ground-truth or result file in the bin layout (scores included
 /// when present), atomically.
+/// Checks, before any work, that a ground-truth or results file can be
+/// written at `path`: a `.ibin`/`.bin` name in an existing directory, not an
+/// existing directory itself.
+pub fn check_output_path(path: &Path) -> Result<(), VecFileError> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !matches!(ext, "ibin" | "bin") {
+        return Err(VecFileError::malformed(path, "ground truth is written as .ibin or .bin"));
+    }
+    if path.is_dir() {
+        return Err(VecFileError::malformed(path, "is a directory"));
+    }
+    let parent = crate::fsutil::parent_dir(path);
+    if !parent.is_dir() {
+        return Err(VecFileError::malformed(
+            path,
+            format!("its directory {} does not exist", parent.display()),
+        ));
+    }
+    Ok(())
+}
+
 pub fn write_ground_truth(path: &Path, gt: &GroundTruth) -> Result<(), VecFileError> {
     assert_eq!(gt.ids.len(), gt.n * gt.k, "ids must hold n * k entries");
     if let Some(s) = &gt.scores {
         assert_eq!(s.len(), gt.n * gt.k, "scores must hold n * k entries");
     }
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if !matches!(ext, "ibin" | "bin") {
-        return Err(VecFileError::malformed(path, "ground truth is written as .ibin or .bin"));
-    }
+    check_output_path(path)?;
     let io = |op| move |e| VecFileError::io(path, op, e);
     let (pending, file) = PendingFile::create(path).map_err(io("create"))?;
     let mut out = BufWriter::new(file);

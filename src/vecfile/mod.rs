@@ -18,7 +18,7 @@
 mod groundtruth;
 mod writer;
 
-pub use groundtruth::{GroundTruth, read_ground_truth, write_ground_truth};
+pub use groundtruth::{GroundTruth, check_output_path, read_ground_truth, write_ground_truth};
 pub use writer::VectorWriter;
 
 use std::fs::File;
@@ -62,6 +62,65 @@ pub enum VecFileError {
     TypeMismatch { path: PathBuf, found: ElementType, wanted: ElementType },
     #[error("{path}: rows {start}..{end} are out of range (the file has {n} rows)")]
     OutOfRange { path: PathBuf, start: u64, end: u64, n: u64 },
+    #[error("{path}: row {row} dimension {column} is {value}: {what}")]
+    BadValue { path: PathBuf, row: u64, column: usize, value: String, what: &'static str },
+    #[error(
+        "{path}: row {row} has squared norm {norm_sq:e}, over the {NORM_SQUARED_MAX:e} \
+         (NORM_SQUARED_MAX) at which squared distances could overflow f32"
+    )]
+    NormTooLarge { path: PathBuf, row: u64, norm_sq: f64 },
+}
+
+/// Largest squared norm of any vector basalt indexes or queries with:
+/// `|a - b|^2 <= (|a| + |b|)^2 <= 4 max(|a|^2, |b|^2)`, so below a quarter
+/// of `f32::MAX` no squared distance, inner product or partial sum of one
+/// can overflow f32.
+pub const NORM_SQUARED_MAX: f64 = f32::MAX as f64 / 4.0;
+
+/// Checks rows read from `path` (the first is row `first_row`): every value
+/// finite, every squared norm at most [`NORM_SQUARED_MAX`]. The error names
+/// the file, the row and the column.
+pub fn check_rows<T: Element>(
+    path: &Path,
+    first_row: u64,
+    dim: usize,
+    rows: &[T],
+) -> Result<(), VecFileError> {
+    if let Some(i) = rows.iter().position(|x| !x.is_valid()) {
+        return Err(VecFileError::BadValue {
+            path: path.to_path_buf(),
+            row: first_row + (i / dim) as u64,
+            column: i % dim,
+            value: format!("{:?}", rows[i]),
+            what: "every value must be finite",
+        });
+    }
+    if T::TYPE == ElementType::F32 {
+        for (r, row) in rows.chunks_exact(dim).enumerate() {
+            let norm_sq: f64 = row.iter().map(|x| f64::from(x.to_f32()).powi(2)).sum();
+            if norm_sq > NORM_SQUARED_MAX {
+                return Err(VecFileError::NormTooLarge {
+                    path: path.to_path_buf(),
+                    row: first_row + r as u64,
+                    norm_sq,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses anything but a regular file (a FIFO would block the open, a
+/// directory or device is never a vector file).
+pub(crate) fn check_regular(path: &Path) -> Result<(), VecFileError> {
+    let meta = std::fs::metadata(path).map_err(|e| VecFileError::io(path, "stat", e))?;
+    if !meta.is_file() {
+        return Err(VecFileError::malformed(
+            path,
+            "is not a regular file (a FIFO, device or directory cannot be read as vectors)",
+        ));
+    }
+    Ok(())
 }
 
 impl VecFileError {
@@ -102,6 +161,7 @@ impl VectorFile {
     /// agree with both exactly.
     pub fn open(path: &Path) -> Result<VectorFile, VecFileError> {
         let (layout, element) = kind_from_extension(path)?;
+        check_regular(path)?;
         let file = File::open(path).map_err(|e| VecFileError::io(path, "open", e))?;
         let len = file.metadata().map_err(|e| VecFileError::io(path, "stat", e))?.len();
         let map = if len == 0 {
@@ -257,6 +317,31 @@ impl VectorFile {
             }
         }
         Ok(())
+    }
+
+    /// [`Self::read_rows`], then [`check_rows`]: every value finite and
+    /// every squared norm within [`NORM_SQUARED_MAX`], or an error naming
+    /// the row and column.
+    pub fn read_rows_checked<T: Element>(
+        &self,
+        start: u64,
+        count: usize,
+        out: &mut Vec<T>,
+    ) -> Result<(), VecFileError> {
+        self.read_rows(start, count, out)?;
+        check_rows(&self.path, start, self.dim, out)
+    }
+
+    /// [`Self::read_rows_f32`] with the checks of [`check_rows`] on the
+    /// file's own element type.
+    pub fn read_rows_f32_checked(
+        &self,
+        start: u64,
+        count: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<(), VecFileError> {
+        self.read_rows_f32(start, count, out)?;
+        check_rows(&self.path, start, self.dim, out)
     }
 
     /// Copies rows as f32 whatever the element type (for training and GEMM).
