@@ -53,7 +53,7 @@ if [[ -z "${SKIP_GT:-}" ]]; then
   : > "$OUT/gt.jsonl"
   for rep in $(seq "$REPS"); do
     log "gt rep $rep: basalt"
-    $BASALT gt --base $SYN/base.fbin --queries $SYN/q10k.fbin --k 100 --metric l2 --threads "$THREADS" --out $SYN/gt10k.ibin \
+    $BASALT gt --base $SYN/base.fbin --queries $SYN/q10k.fbin --k 100 --metric l2 --threads "$THREADS" --out $SYN/gt10k.ibin --json \
       | sed 's/^/{"peer":"basalt","run":/; s/$/}/' >> "$OUT/gt.jsonl"
     log "gt rep $rep: faiss"
     $FPY bench/peers/faiss_exact.py --base $SYN/base.fbin --queries $SYN/q10k.fbin --k 100 --metric l2 --threads "$THREADS" --out $SYN/gt10k_faiss.ibin >> "$OUT/gt.jsonl"
@@ -117,4 +117,8 @@ if [[ -n "${EXTRA_U8:-}" ]]; then
 fi
 log "summary"
 python3 bench/summarize.py report "$OUT" | tee "$OUT/summary.md"
+# Counts gate: recall at fixed L and reads at fixed recall against the last
+# recorded results (bench/results); a regression fails the run.
+log "gate against bench/results"
+python3 bench/summarize.py gate "$OUT" | tee "$OUT/gate.txt"
 log "done"

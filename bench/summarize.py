@@ -3,6 +3,11 @@
 
   summarize.py median FILE.jsonl   per-L medians of repeated search sweeps
   summarize.py report OUT_DIR      the markdown tables bench/README.md quotes
+  summarize.py gate OUT_DIR [RESULTS_DIR]
+                                   exits 1 when, against the last recorded results
+                                   (bench/results/<set>_basalt.jsonl), a set's recall at
+                                   a fixed L falls, or its reads at a fixed recall rise,
+                                   by more than 1% (TOLERANCE)
 """
 import json, os, statistics, sys
 
@@ -106,9 +111,48 @@ def report(out):
     print("\n".join(lines))
 
 
+SETS = ("debian384", "syn1m", "u8_500k", "docs384")
+TOLERANCE = 0.01
+GATE_RECALLS = (0.90, 0.95)
+
+
+def gate(out, results="bench/results"):
+    """Compares this run's basalt medians with the recorded ones; returns failures."""
+    failures, checked = [], 0
+    for name in SETS:
+        new_p, old_p = f"{out}/{name}/basalt_median.jsonl", f"{results}/{name}_basalt.jsonl"
+        if not (os.path.exists(new_p) and os.path.exists(old_p)):
+            continue
+        new, old = load(new_p), load(old_p)
+        old_by_l = {r["L"]: r for r in old}
+        for r in new:
+            o = old_by_l.get(r["L"])
+            if o is None or r.get("recall") is None or o.get("recall") is None:
+                continue
+            checked += 1
+            if r["recall"] < o["recall"] * (1 - TOLERANCE):
+                failures.append(f"{name} L={r['L']}: recall {r['recall']:.4f} < recorded {o['recall']:.4f} - 1%")
+        for target in GATE_RECALLS:
+            nr, orr = interp_at(new, target, "reads_mean"), interp_at(old, target, "reads_mean")
+            if nr is None or orr is None:
+                continue
+            checked += 1
+            if nr > orr * (1 + TOLERANCE):
+                failures.append(f"{name} at recall {target}: reads {nr:.1f} > recorded {orr:.1f} + 1%")
+    return failures, checked
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "median":
         for r in median_rows(load(sys.argv[2])):
             print(json.dumps(r))
     elif sys.argv[1] == "report":
         report(sys.argv[2])
+    elif sys.argv[1] == "gate":
+        fails, checked = gate(sys.argv[2], *(sys.argv[3:4]))
+        for f in fails:
+            print(f"REGRESSION: {f}")
+        print(f"gate: {checked} comparisons, {len(fails)} regressions")
+        sys.exit(1 if fails else 0)
+    else:
+        sys.exit(f"unknown command {sys.argv[1]!r}: median, report or gate")

@@ -1,0 +1,245 @@
+//! Golden counts: recall@10, sector reads, rounds and distance counts per L
+//! for small seeded indexes of every shape (f32 packed several records to a
+//! sector, u8, i8, a dimension whose records span two sectors; l2, ip,
+//! cosine), with both readers, against the values checked in at
+//! `tests/golden/counts.json`. The test fails when recall drops or reads rise
+//! against the stored values; other changes (rounds, distance counts, or an
+//! improvement) are printed so the file can be refreshed on purpose.
+//!
+//! Builds use one thread and a fixed seed, so the graphs, and with them every
+//! count, are the same run to run. To regenerate after a change meant to move
+//! the numbers:
+//!
+//!     BASALT_GOLDEN_UPDATE=1 cargo test --test golden
+
+#![allow(clippy::unwrap_used, reason = "a test panics to report its failure")]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use basalt::distance::{DistanceElement, Metric};
+use basalt::element::{Element, ElementType};
+use basalt::groundtruth::brute_force_scalar;
+use basalt::index::build::{BuildOptions, build_index};
+use basalt::io::ReaderKind;
+use basalt::search::{Index, OpenOptions, SearchParams};
+use basalt::synth::{Mixture, STREAM_BASE, STREAM_QUERIES, write_stream};
+use basalt::vamana::BuildParams;
+use serde::{Deserialize, Serialize};
+
+/// One seeded index shape.
+struct Case {
+    name: &'static str,
+    element: ElementType,
+    metric: Metric,
+    n: u64,
+    dim: usize,
+    degree_max: usize,
+    pq_bytes: usize,
+}
+
+const CASES: [Case; 6] = [
+    Case {
+        name: "f32-l2-packed",
+        element: ElementType::F32,
+        metric: Metric::L2,
+        n: 3000,
+        dim: 32,
+        degree_max: 16,
+        pq_bytes: 8,
+    },
+    Case {
+        name: "u8-l2",
+        element: ElementType::U8,
+        metric: Metric::L2,
+        n: 3000,
+        dim: 64,
+        degree_max: 16,
+        pq_bytes: 16,
+    },
+    Case {
+        name: "i8-l2",
+        element: ElementType::I8,
+        metric: Metric::L2,
+        n: 3000,
+        dim: 48,
+        degree_max: 16,
+        pq_bytes: 12,
+    },
+    Case {
+        name: "f32-l2-multisector",
+        element: ElementType::F32,
+        metric: Metric::L2,
+        n: 1000,
+        dim: 1100,
+        degree_max: 16,
+        pq_bytes: 32,
+    },
+    Case {
+        name: "f32-ip",
+        element: ElementType::F32,
+        metric: Metric::InnerProduct,
+        n: 3000,
+        dim: 32,
+        degree_max: 16,
+        pq_bytes: 8,
+    },
+    Case {
+        name: "f32-cosine",
+        element: ElementType::F32,
+        metric: Metric::Cosine,
+        n: 3000,
+        dim: 32,
+        degree_max: 16,
+        pq_bytes: 8,
+    },
+];
+
+const LIST_SIZES: [usize; 4] = [10, 20, 40, 80];
+const QUERIES: u64 = 100;
+const CACHE_NODES: usize = 16;
+const K: usize = 10;
+
+/// The counts of one (case, reader, L), summed over the queries.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct Counts {
+    recall_at_10: f64,
+    sector_reads: u64,
+    rounds: u64,
+    cache_hits: u64,
+    exact_distances: u64,
+    pq_distances: u64,
+}
+
+type Golden = BTreeMap<String, BTreeMap<String, Counts>>;
+
+fn golden_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/counts.json")
+}
+
+fn measure<T: DistanceElement>(case: &Case, dir: &Path) -> BTreeMap<String, Counts> {
+    let mixture = Mixture::new(case.dim, 12, 17).unwrap();
+    let base = dir.join(format!(
+        "{}.{}bin",
+        case.name,
+        if T::TYPE == ElementType::F32 { "f" } else { T::TYPE.name() }
+    ));
+    write_stream::<T>(&mixture, &base, case.n, 17, STREAM_BASE, &|_| {}).unwrap();
+    let queries: Vec<T> = mixture.block::<T>(17, STREAM_QUERIES, 0, QUERIES as usize);
+    let data = basalt::vecfile::VectorFile::open(&base).unwrap().read_all::<T>().unwrap();
+    let truth = brute_force_scalar(&data, &queries, case.dim, K, case.metric);
+    let idx = dir.join(case.name);
+    let opts = BuildOptions {
+        metric: case.metric,
+        graph: BuildParams {
+            degree_max: case.degree_max,
+            list_size: 2 * case.degree_max,
+            seed: 5,
+            ..Default::default()
+        },
+        pq_chunks: case.pq_bytes,
+        ..Default::default()
+    };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    pool.install(|| build_index(&base, &idx, &opts, &())).unwrap();
+    let mut out = BTreeMap::new();
+    for reader in [ReaderKind::Uring, ReaderKind::Pread] {
+        let index = Index::open(&idx, &OpenOptions { reader, cache_nodes: CACHE_NODES }).unwrap();
+        let mut s = index.searcher().unwrap();
+        for l in LIST_SIZES {
+            let params = SearchParams { k: K, list_size: l, beam_width: 4 };
+            let mut c = Counts {
+                recall_at_10: 0.0,
+                sector_reads: 0,
+                rounds: 0,
+                cache_hits: 0,
+                exact_distances: 0,
+                pq_distances: 0,
+            };
+            let mut hits = 0usize;
+            for (q, t) in queries.chunks_exact(case.dim).zip(&truth) {
+                let qf: Vec<f32> = q.iter().map(|x| x.to_f32()).collect();
+                let r = index.search(&mut s, &qf, &params).unwrap();
+                // Tie-aware: an id at the k-th true distance counts.
+                let kth = t[K - 1].1;
+                hits += r
+                    .ids
+                    .iter()
+                    .zip(&r.distances)
+                    .filter(|(id, d)| t.iter().any(|(tid, _)| tid == *id) || **d <= kth)
+                    .count()
+                    .min(K);
+                c.sector_reads += u64::from(r.stats.sector_reads);
+                c.rounds += u64::from(r.stats.rounds);
+                c.cache_hits += u64::from(r.stats.cache_hits);
+                c.exact_distances += u64::from(r.stats.exact_distances);
+                c.pq_distances += u64::from(r.stats.pq_distances);
+            }
+            c.recall_at_10 = (hits as f64 / (QUERIES as usize * K) as f64 * 1e4).round() / 1e4;
+            out.insert(format!("{reader} L={l:02}"), c);
+        }
+    }
+    out
+}
+
+// Every case, both readers, every L: recall no lower and reads no higher
+// than the checked-in counts; both readers count alike.
+#[test]
+fn golden_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut now: Golden = BTreeMap::new();
+    for case in &CASES {
+        let m = basalt::with_element!(case.element, T => measure::<T>(case, dir.path()));
+        now.insert(case.name.to_string(), m);
+    }
+    // The two readers read the same records: identical counts.
+    for (case, m) in &now {
+        for l in LIST_SIZES {
+            assert_eq!(
+                m[&format!("uring L={l:02}")],
+                m[&format!("pread L={l:02}")],
+                "{case} L={l}"
+            );
+        }
+    }
+    if std::env::var_os("BASALT_GOLDEN_UPDATE").is_some() {
+        std::fs::create_dir_all(golden_path().parent().unwrap()).unwrap();
+        let text = serde_json::to_string_pretty(&now).unwrap();
+        std::fs::write(golden_path(), text + "\n").unwrap();
+        eprintln!("golden counts written to {}", golden_path().display());
+        return;
+    }
+    let stored: Golden = serde_json::from_str(
+        &std::fs::read_to_string(golden_path())
+            .expect("tests/golden/counts.json: run with BASALT_GOLDEN_UPDATE=1 to create it"),
+    )
+    .unwrap();
+    let mut failures = Vec::new();
+    for (case, m) in &now {
+        for (key, c) in m {
+            let Some(s) = stored.get(case).and_then(|x| x.get(key)) else {
+                failures.push(format!("{case} {key}: no stored counts (regenerate)"));
+                continue;
+            };
+            if c.recall_at_10 < s.recall_at_10 {
+                failures.push(format!(
+                    "{case} {key}: recall@10 fell from {} to {}",
+                    s.recall_at_10, c.recall_at_10
+                ));
+            }
+            if c.sector_reads > s.sector_reads {
+                failures.push(format!(
+                    "{case} {key}: sector reads rose from {} to {}",
+                    s.sector_reads, c.sector_reads
+                ));
+            }
+            if c != s {
+                eprintln!("note: {case} {key} changed: stored {s:?}, now {c:?}");
+            }
+        }
+    }
+    assert!(failures.is_empty(), "golden counts regressed:\n{}", failures.join("\n"));
+}
+
+#[allow(dead_code, reason = "keeps the Element import used for the generic bound")]
+fn _element_bound<T: Element>() {}
