@@ -46,6 +46,11 @@ pub struct BuildOptions {
     pub force: bool,
     /// Memory the build may use; `None` = 90% of MemAvailable.
     pub memory_budget_bytes: Option<u64>,
+    /// Inner product only: the M of the MIPS reduction to place the vectors
+    /// in, instead of their largest norm (a merge writing a new generation in
+    /// an existing space does this). Rows longer than it get an extra
+    /// coordinate of 0 and are counted in [`BuildSummary::over_norm_rows`].
+    pub ip_norm_max: Option<f32>,
 }
 
 impl Default for BuildOptions {
@@ -58,6 +63,7 @@ impl Default for BuildOptions {
             pq_iters_max: PQ_ITERS_DEFAULT,
             force: false,
             memory_budget_bytes: None,
+            ip_norm_max: None,
         }
     }
 }
@@ -102,6 +108,11 @@ pub struct BuildSummary {
     pub build_id: String,
     /// Nodes the search cannot reach from the medoid (0 in a good graph).
     pub unreachable: u64,
+    /// Inner product with a given M: rows longer than M (placed with an
+    /// extra coordinate of 0). Always 0 when M is the input's own maximum.
+    pub over_norm_rows: u64,
+    /// M of the inner-product reduction (0 for other metrics).
+    pub ip_norm_max: f32,
     /// Temporary directories of killed builds that were removed.
     pub stale_removed: Vec<String>,
     /// Temporary directories of killed builds left in place, and why.
@@ -164,6 +175,16 @@ impl Prepared {
 /// index), the memory budget and the free space.
 pub fn prepare(data: &Path, out: &Path, opts: &BuildOptions) -> Result<Prepared, IndexError> {
     opts.graph.validate().map_err(IndexError::Input)?;
+    match (opts.metric, opts.ip_norm_max) {
+        (_, None) => {}
+        (Metric::InnerProduct, Some(m)) if m.is_finite() && m > 0.0 => {}
+        (Metric::InnerProduct, Some(m)) => {
+            return Err(IndexError::Input(format!("ip norm max {m} must be finite and positive")));
+        }
+        (metric, Some(_)) => {
+            return Err(IndexError::Input(format!("an ip norm max is meaningless for {metric}")));
+        }
+    }
     let target = publish::check_target(out, opts.force)?;
     let file = VectorFile::open(data)?;
     let memory_bytes = check_input(&file, opts)?;
@@ -297,8 +318,9 @@ fn build_typed<T: DistanceElement>(
     progress.phase("pq train", 1);
     // Inner product: M is the largest norm of the input, persisted with the
     // index so that points added later are placed in the same space.
-    let ip_norm_max = match opts.metric {
-        Metric::InnerProduct => norm_sq_max::<T>(file)?.sqrt(),
+    let ip_norm_max = match (opts.metric, opts.ip_norm_max) {
+        (Metric::InnerProduct, Some(m)) => m,
+        (Metric::InnerProduct, None) => norm_sq_max::<T>(file)?.sqrt(),
         _ => 0.0,
     };
     let space = PqSpace::new(opts.metric, ip_norm_max);
@@ -325,15 +347,18 @@ fn build_typed<T: DistanceElement>(
     let mut buf = vec![0u8; ENCODE_BATCH_ROWS * opts.pq_chunks];
     let mut rows: Vec<T> = Vec::new();
     let mut space_rows: Vec<f32> = Vec::new();
+    let mut over_norm_rows = 0u64;
     let mut start = 0u64;
     while start < n {
         let m = (n - start).min(ENCODE_BATCH_ROWS as u64) as usize;
         read_checked(file, start, m, opts.metric, &mut rows)?;
         space_rows.clear();
         for row in rows.chunks_exact(dim) {
-            // Every row fits: M is the maximum over these same rows.
+            // Every row fits unless M was given (see BuildOptions::ip_norm_max).
             let fit = space.push_row(row.iter().map(|x| x.to_f32()), &mut space_rows);
-            debug_assert_eq!(fit, pqspace::Fit::Inside);
+            if fit != pqspace::Fit::Inside {
+                over_norm_rows += 1;
+            }
         }
         codebook.encode_batch(&space_rows, &mut buf[..m * opts.pq_chunks]);
         codes.append(&buf[..m * opts.pq_chunks])?;
@@ -460,6 +485,8 @@ fn build_typed<T: DistanceElement>(
         medoid,
         build_id: ident.build_id_hex(),
         unreachable,
+        over_norm_rows,
+        ip_norm_max,
         stale_removed: Vec::new(),
         stale_left: Vec::new(),
         replaced_leftover: published.leftover.map(|p| p.display().to_string()),

@@ -271,3 +271,60 @@ fn integer_queries_are_not_converted_silently() {
     let e = index.search(&mut s, &q, &SearchParams { k: 10, list_size: 20, beam_width: 4 });
     assert!(e.unwrap_err().to_string().contains("NORM_SQUARED_MAX"));
 }
+
+/// Inner product when points are longer than the index's M (what a merge
+/// inserting new, longer points into an existing space meets): the build
+/// places them with an extra coordinate of 0 and counts them, never
+/// silently; the same points in a space whose M covers them (what the merge
+/// rebuilds when it finds any) are searched at full recall. Prints both.
+#[test]
+fn ip_points_longer_than_m_are_counted_and_a_wider_space_finds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 24;
+    let m = Mixture::new(dim, 8, 21).unwrap();
+    let mut rows = m.block::<f32>(21, STREAM_BASE, 0, 4000);
+    let norm = |r: &[f32]| r.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let old_max = rows.chunks(dim).take(3600).map(norm).fold(0.0f32, f32::max);
+    // The last 400 rows arrive later and are longer: 1.2x to 1.6x.
+    for (i, r) in rows.chunks_mut(dim).enumerate().skip(3600) {
+        let s = 1.2 + 0.4 * ((i % 7) as f32 / 6.0);
+        r.iter_mut().for_each(|x| *x *= s);
+    }
+    // Counted as the build decides: squared norm against M squared.
+    let longer = rows
+        .chunks(dim)
+        .filter(|r| r.iter().map(|x| x * x).sum::<f32>() > old_max * old_max)
+        .count() as u64;
+    assert!(longer > 100, "{longer}");
+    let base = dir.path().join("b.fbin");
+    let mut w = crate::vecfile::VectorWriter::<f32>::create(&base, dim).unwrap();
+    w.append(&rows).unwrap();
+    w.finish().unwrap();
+    let queries = m.block::<f32>(21, STREAM_QUERIES, 0, 100);
+    let truth = crate::groundtruth::brute_force_scalar(&rows, &queries, dim, 10, Metric::InnerProduct);
+    let mut recall = Vec::new();
+    for given in [Some(old_max), None] {
+        let idx = dir.path().join(format!("{given:?}"));
+        let opts = BuildOptions {
+            metric: Metric::InnerProduct,
+            graph: BuildParams { degree_max: 24, list_size: 48, ..Default::default() },
+            pq_chunks: 12,
+            ip_norm_max: given,
+            ..Default::default()
+        };
+        let summary = build_index(&base, &idx, &opts, &()).unwrap();
+        assert_eq!(summary.over_norm_rows, if given.is_some() { longer } else { 0 });
+        let index = Index::open(&idx, &OpenOptions::default()).unwrap();
+        assert_eq!(index.header().ip_norm_max, summary.ip_norm_max, "M is persisted");
+        let mut s = index.searcher().unwrap();
+        let params = SearchParams { k: 10, list_size: 48, beam_width: 4 };
+        let mut hits = 0;
+        for (q, t) in queries.chunks_exact(dim).zip(&truth) {
+            let r = index.search(&mut s, q, &params).unwrap();
+            hits += t.iter().filter(|(id, _)| r.ids.contains(id)).count();
+        }
+        recall.push(hits as f64 / 1000.0);
+    }
+    eprintln!("ip recall@10 at L=48: M too small {:.3}, M covering every point {:.3}", recall[0], recall[1]);
+    assert!(recall[1] >= 0.9, "{recall:?}");
+}
