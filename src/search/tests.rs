@@ -301,7 +301,8 @@ fn ip_points_longer_than_m_are_counted_and_a_wider_space_finds_them() {
     w.append(&rows).unwrap();
     w.finish().unwrap();
     let queries = m.block::<f32>(21, STREAM_QUERIES, 0, 100);
-    let truth = crate::groundtruth::brute_force_scalar(&rows, &queries, dim, 10, Metric::InnerProduct);
+    let truth =
+        crate::groundtruth::brute_force_scalar(&rows, &queries, dim, 10, Metric::InnerProduct);
     let mut recall = Vec::new();
     for given in [Some(old_max), None] {
         let idx = dir.path().join(format!("{given:?}"));
@@ -325,6 +326,9 @@ fn ip_points_longer_than_m_are_counted_and_a_wider_space_finds_them() {
         }
         recall.push(hits as f64 / 1000.0);
     }
-    eprintln!("ip recall@10 at L=48: M too small {:.3}, M covering every point {:.3}", recall[0], recall[1]);
+    eprintln!(
+        "ip recall@10 at L=48: M too small {:.3}, M covering every point {:.3}",
+        recall[0], recall[1]
+    );
     assert!(recall[1] >= 0.9, "{recall:?}");
 }
