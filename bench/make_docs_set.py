@@ -872,6 +872,10 @@ def step_readme(out: Path, seed: int, n_max: int, elapsed: dict):
     tot = (f"| **total** | | {sum(ex[s]['raw_sentences'] for s in SOURCES):,} | "
            f"{st['total_distinct']:,} | {st['n_base']:,} | {st['n_query']:,} |")
     times = ", ".join(f"{k} {v / 60:.1f} min" for k, v in elapsed.items())
+    from importlib.metadata import version
+    versions = ", ".join(f"{p} {version(p)}" for p in
+                         (MODEL_PKG, "sentence-transformers", "transformers", "torch", "numpy"))
+    versions += f", Python {sys.version.split()[0]}"
     text = f"""# docs-384: a held-out real embedding set
 
 {st['n_base']:,} base vectors and {st['n_query']:,} query vectors, {DIM}-d float32, L2-normalised:
@@ -935,6 +939,11 @@ returns a sentence-transformers model (BertModel, mean pooling, Normalize) loade
 package's own files with HF_HUB_OFFLINE=1; `model.encode(texts,
 normalize_embeddings=True)` (batch_size from --batch, default 16) on one thread (torch.set_num_threads(1), OMP/MKL/OPENBLAS_NUM_THREADS=1).
 The same package reproduces the vectors of `debian-384` (cosine >= 0.9999 on its first 300 texts).
+Versions used: {versions}.
+
+The text sources are whatever is installed on the machine that runs the script (Debian
+packages' docs and man pages, pyenv's Pythons, the cargo registry cache), so a re-run on
+another machine yields a different set; the files here are the reference.
 
 ## Ground truth
 

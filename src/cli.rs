@@ -109,9 +109,17 @@ pub struct SearchArgs {
     /// Search threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Nodes near the medoid kept in RAM.
+    /// Records kept in RAM (the entry cache), at most.
     #[arg(long, default_value_t = 0)]
     pub cache_nodes: usize,
+    /// RAM for the entry cache, in bytes (suffixes K, M, G: powers of 1024);
+    /// bounds --cache-nodes when both are given.
+    #[arg(long, value_parser = parse_bytes)]
+    pub cache_bytes: Option<u64>,
+    /// hot: the index's hot list (nodes sample queries expanded most), then
+    /// breadth-first from the medoid; bfs: breadth-first only.
+    #[arg(long, default_value = "hot")]
+    pub cache_policy: crate::search::CachePolicy,
     /// uring or pread.
     #[arg(long, default_value = "uring")]
     pub reader: crate::io::ReaderKind,
@@ -193,4 +201,20 @@ pub struct RecallArgs {
     pub results: PathBuf,
     #[arg(long, default_value_t = 10)]
     pub k: usize,
+}
+
+/// Parses a byte count: digits with an optional K, M, G or T suffix
+/// (powers of 1024; an optional "iB" or "B" after it).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let (digits, shift) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a byte count (e.g. 512M)"))?;
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("{s:?} is too large"))
 }

@@ -62,7 +62,9 @@ fn version_2_fixture_opens_and_answers_as_recorded() {
     assert_eq!((r.nodes, r.reachable), (300, 300));
     let exact = exact_top5();
     for reader in [basalt::io::ReaderKind::Uring, basalt::io::ReaderKind::Pread] {
-        let index = Index::open(&dir, &OpenOptions { reader, cache_nodes: 10 }).unwrap();
+        let index =
+            Index::open(&dir, &OpenOptions { reader, cache_nodes: 10, ..Default::default() })
+                .unwrap();
         let mut s = index.searcher().unwrap();
         let params = SearchParams { k: 5, list_size: 32, beam_width: 4 };
         for (i, q) in queries().iter().enumerate() {

@@ -1,7 +1,8 @@
 //! Golden counts: recall@10, sector reads, rounds and distance counts per L
 //! for small seeded indexes of every shape (f32 packed several records to a
 //! sector, u8, i8, a dimension whose records span two sectors; l2, ip,
-//! cosine), with both readers, against the values checked in at
+//! cosine), with both readers and both cache policies, against the values
+//! checked in at
 //! `tests/golden/counts.json`. The test fails when recall drops or reads rise
 //! against the stored values; other changes (rounds, distance counts, or an
 //! improvement) are printed so the file can be refreshed on purpose.
@@ -22,7 +23,7 @@ use basalt::element::{Element, ElementType};
 use basalt::groundtruth::brute_force_scalar;
 use basalt::index::build::{BuildOptions, build_index};
 use basalt::io::ReaderKind;
-use basalt::search::{Index, OpenOptions, SearchParams};
+use basalt::search::{CachePolicy, Index, OpenOptions, SearchParams};
 use basalt::synth::{Mixture, STREAM_BASE, STREAM_QUERIES, write_stream};
 use basalt::vamana::BuildParams;
 use serde::{Deserialize, Serialize};
@@ -143,8 +144,19 @@ fn measure<T: DistanceElement>(case: &Case, dir: &Path) -> BTreeMap<String, Coun
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     pool.install(|| build_index(&base, &idx, &opts, &())).unwrap();
     let mut out = BTreeMap::new();
-    for reader in [ReaderKind::Uring, ReaderKind::Pread] {
-        let index = Index::open(&idx, &OpenOptions { reader, cache_nodes: CACHE_NODES }).unwrap();
+    for (reader, policy) in [
+        (ReaderKind::Uring, CachePolicy::Hot),
+        (ReaderKind::Pread, CachePolicy::Hot),
+        (ReaderKind::Uring, CachePolicy::Bfs),
+        (ReaderKind::Pread, CachePolicy::Bfs),
+    ] {
+        let opts = OpenOptions {
+            reader,
+            cache_nodes: CACHE_NODES,
+            cache_policy: policy,
+            ..Default::default()
+        };
+        let index = Index::open(&idx, &opts).unwrap();
         let mut s = index.searcher().unwrap();
         for l in LIST_SIZES {
             let params = SearchParams { k: K, list_size: l, beam_width: 4 };
@@ -176,7 +188,7 @@ fn measure<T: DistanceElement>(case: &Case, dir: &Path) -> BTreeMap<String, Coun
                 c.pq_distances += u64::from(r.stats.pq_distances);
             }
             c.recall_at_10 = (hits as f64 / (QUERIES as usize * K) as f64 * 1e4).round() / 1e4;
-            out.insert(format!("{reader} L={l:02}"), c);
+            out.insert(format!("{reader} {policy} L={l:02}"), c);
         }
     }
     out
@@ -195,11 +207,11 @@ fn golden_counts() {
     // The two readers read the same records: identical counts.
     for (case, m) in &now {
         for l in LIST_SIZES {
-            assert_eq!(
-                m[&format!("uring L={l:02}")],
-                m[&format!("pread L={l:02}")],
-                "{case} L={l}"
-            );
+            for policy in ["hot", "bfs"] {
+                let u = format!("uring {policy} L={l:02}");
+                let p = format!("pread {policy} L={l:02}");
+                assert_eq!(m[&u], m[&p], "{case} {policy} L={l}");
+            }
         }
     }
     if std::env::var_os("BASALT_GOLDEN_UPDATE").is_some() {

@@ -206,6 +206,8 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         beam: 4,
         threads: None,
         cache_nodes: 256,
+        cache_bytes: None,
+        cache_policy: basalt::search::CachePolicy::Hot,
         reader: basalt::io::ReaderKind::Uring,
         json: false,
         results: Some(results.clone()),

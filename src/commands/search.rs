@@ -47,10 +47,15 @@ pub fn run(a: SearchArgs) -> Result<()> {
         basalt::vecfile::check_output_path(p).context("--results")?;
     }
     let t = Instant::now();
-    let index =
-        Index::open(&a.index, &OpenOptions { reader: a.reader, cache_nodes: a.cache_nodes })?;
+    let opts = OpenOptions {
+        reader: a.reader,
+        cache_nodes: a.cache_nodes,
+        cache_bytes: a.cache_bytes,
+        cache_policy: a.cache_policy,
+    };
+    let index = Index::open(&a.index, &opts)?;
     eprintln!(
-        "opened {} ({} x {} {}, {}) in {:.3}s: reader {}, O_DIRECT {}, cache {} nodes",
+        "opened {} ({} x {} {}, {}) in {:.3}s: reader {}, O_DIRECT {}, cache {} nodes ({})",
         a.index.display(),
         index.len(),
         index.dim(),
@@ -59,7 +64,8 @@ pub fn run(a: SearchArgs) -> Result<()> {
         t.elapsed().as_secs_f64(),
         index.reader_kind(),
         if index.direct_io() { "on" } else { "off (filesystem refused it)" },
-        index.cache_len()
+        index.cache_len(),
+        a.cache_policy
     );
     if let Some(why) = index.fallback_reason() {
         eprintln!("note: io_uring unavailable, using pread: {why}");

@@ -268,6 +268,22 @@ proptest! {
         let _ = decode_codes(Path::new("codes"), &bytes);
     }
 
+    /// Hot list decode on random bytes, and with the count changed and the
+    /// checksum re-sealed.
+    #[test]
+    fn hot_list_field_resealed(bytes in proptest::collection::vec(any::<u8>(), 0..200),
+                               field in 0usize..4, value in probe_value()) {
+        let _ = super::hot::decode_hot(Path::new("hot"), &bytes);
+        let mut b = super::hot::encode_hot(&[3, 1, 4, 1, 5], IDENT);
+        let (at, width) = [(8, 4), (12, 4), (16, 8), (24, 8)][field];
+        set_field(&mut b, at, width, value);
+        reseal_trailing_crc(&mut b);
+        match super::hot::decode_hot(Path::new("hotfile"), &b) {
+            Ok((_, ids)) => prop_assert_eq!(super::hot::HOT_HEADER_BYTES + 4 * ids.len() + 4, b.len()),
+            Err(e) => prop_assert!(names_file(&e, "hotfile"), "{}", e),
+        }
+    }
+
     /// Manifest decode on random bytes.
     #[test]
     fn manifest_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {

@@ -14,7 +14,8 @@
 //! - `manifest`: JSON naming the generation's files, their sizes and checksums;
 //! - `gen-N/graph`: header sector + node records in 4 KiB sectors;
 //! - `gen-N/pq`: PQ codebook;
-//! - `gen-N/codes`: PQ codes of every node.
+//! - `gen-N/codes`: PQ codes of every node;
+//! - `gen-N/hot`: node ids ranked by how often queries expand them.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -146,4 +147,5 @@ pub mod graph;
 pub mod codes;
 #[cfg(test)]
 mod fuzz_tests;
+pub mod hot;
 pub mod pq;

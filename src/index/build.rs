@@ -418,11 +418,45 @@ fn build_typed<T: DistanceElement>(
         }
     }
     w.finish()?;
+    progress.phase_done();
+    phases.push(("write".to_string(), t.elapsed().as_secs_f64()));
+
+    // The hot list: which nodes a sample of the data, searched as queries
+    // with the disk search's own beam, expands most (fills the entry cache).
+    let t = Instant::now();
+    progress.phase("hot list", 1);
+    let (codes_ram, _) = crate::format::codes::read_codes(&codes_path)?;
+    let sample = crate::search::hot::sample_ids(n, opts.graph.seed);
+    let mut queries: Vec<f32> = Vec::with_capacity(sample.len() * dim);
+    for &id in &sample {
+        queries.extend(graph.vector(id).iter().map(|x| x.to_f32()));
+    }
+    let warm = crate::search::hot::WarmUp {
+        codebook: &codebook,
+        codes: codes_ram.bytes(),
+        chunks: opts.pq_chunks,
+        space,
+        medoid: graph.medoid(),
+        n,
+    };
+    let hot = crate::search::hot::rank(&warm, &queries, dim, |id, out| {
+        graph.with_neighbors(id, |nb| out.extend_from_slice(nb))
+    });
+    drop(queries);
+    drop(codes_ram);
+    let hot_path = gen_dir.join(super::HOT_FILE);
+    let (pending, mut hot_file) =
+        PendingFile::create(&hot_path).map_err(|e| IndexError::io(&hot_path, "create", e))?;
+    std::io::Write::write_all(&mut hot_file, &crate::format::hot::encode_hot(&hot, ident))
+        .map_err(|e| IndexError::io(&hot_path, "write", e))?;
+    pending.commit(hot_file).map_err(|e| IndexError::io(&hot_path, "fsync", e))?;
+    progress.phase_done();
+    phases.push(("hot list".to_string(), t.elapsed().as_secs_f64()));
+    let t = Instant::now();
     let medoid = graph.medoid();
     let unreachable = graph.unreachable_from_medoid();
     drop(graph);
     drop(data);
-    progress.phase_done();
 
     // Manifest (sizes and whole-file checksums), fsync, then publish.
     let mut files = Vec::new();
@@ -470,7 +504,7 @@ fn build_typed<T: DistanceElement>(
     sync_dir(&tmp).map_err(|e| IndexError::io(&tmp, "fsync", e))?;
     let published = publish::publish(&tmp, out, target)?;
     guard.0 = None;
-    phases.push(("write".to_string(), t.elapsed().as_secs_f64()));
+    phases.push(("publish".to_string(), t.elapsed().as_secs_f64()));
 
     Ok(BuildSummary {
         count: n,

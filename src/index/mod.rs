@@ -9,6 +9,7 @@
 //! DIR/gen-N/graph     header sector + node records (format::graph)
 //! DIR/gen-N/pq        PQ codebook (format::pq)
 //! DIR/gen-N/codes     PQ codes of every node (format::codes)
+//! DIR/gen-N/hot       node ids ranked by how often queries expand them (format::hot)
 //! ```
 //!
 //! The manifest names the generation, its build id and its files by plain
@@ -46,8 +47,9 @@ pub const MANIFEST_VERSION: u32 = 2;
 pub const GRAPH_FILE: &str = "graph";
 pub const PQ_FILE: &str = "pq";
 pub const CODES_FILE: &str = "codes";
+pub const HOT_FILE: &str = "hot";
 /// The files of a generation, in manifest order.
-pub const LAYOUT_FILES: [&str; 3] = [GRAPH_FILE, PQ_FILE, CODES_FILE];
+pub const LAYOUT_FILES: [&str; 4] = [GRAPH_FILE, PQ_FILE, CODES_FILE, HOT_FILE];
 /// Largest manifest accepted (it is small; anything larger is not ours).
 pub const MANIFEST_BYTES_MAX: u64 = 1 << 20;
 /// The trailer line's prefix: `crc32c 0x` + 8 hex digits + `\n`.
@@ -334,6 +336,8 @@ pub struct LoadedIndex {
     pub header: GraphHeader,
     pub codebook: Codebook,
     pub codes: Codes,
+    /// Node ids, hottest first (fills the entry cache).
+    pub hot: Vec<u32>,
 }
 
 impl IndexFiles {
@@ -488,12 +492,36 @@ impl IndexFiles {
         Ok(codes)
     }
 
+    /// The hot list, checked against the manifest (identity, hash) and the
+    /// graph (every id a node, none twice).
+    pub fn hot(&self) -> Result<Vec<u32>, IndexError> {
+        let m = &self.manifest;
+        let path = self.path(HOT_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| IndexError::io(&path, "read", e))?;
+        let (ident, ids) = crate::format::hot::decode_hot(&path, &bytes)?;
+        m.ident().expect(&path, ident)?;
+        self.check_hash(HOT_FILE, xxhash_rust::xxh3::xxh3_64(&bytes))?;
+        let mut seen = rustc_hash::FxHashSet::default();
+        for (i, &id) in ids.iter().enumerate() {
+            if u64::from(id) >= m.count || !seen.insert(id) {
+                return Err(FormatError::corrupt(
+                    &path,
+                    (crate::format::hot::HOT_HEADER_BYTES + 4 * i) as u64,
+                    format!("entry {i} is {id}: not a node id, or listed twice"),
+                )
+                .into());
+            }
+        }
+        Ok(ids)
+    }
+
     /// Everything search keeps in RAM, each file checked against the manifest.
     pub fn load(self) -> Result<LoadedIndex, IndexError> {
         let header = self.graph_header()?;
         let codebook = self.codebook()?;
         let codes = self.codes()?;
-        Ok(LoadedIndex { files: self, header, codebook, codes })
+        let hot = self.hot()?;
+        Ok(LoadedIndex { files: self, header, codebook, codes, hot })
     }
 }
 

@@ -175,6 +175,9 @@ pub fn owned_layout(dir: &Path) -> Result<OwnedLayout, IndexError> {
     Ok(layout)
 }
 
+/// The files of a version-1 generation.
+const V1_FILES: [&str; 3] = ["graph", "pq", "codes"];
+
 /// The layout of a version-1 index (manifest `{"body", "crc32c"}` with a CRC
 /// over the body's compact JSON, files `gen-0/{graph,pq,codes}`), so that it
 /// can be rebuilt in place. None when `dir` does not hold one.
@@ -197,7 +200,7 @@ fn v1_layout(dir: &Path) -> Option<OwnedLayout> {
     }
     let names: Vec<&str> =
         env.body.get("files")?.as_array()?.iter().filter_map(|f| f.get("name")?.as_str()).collect();
-    let want: Vec<String> = LAYOUT_FILES.iter().map(|f| format!("gen-0/{f}")).collect();
+    let want: Vec<String> = V1_FILES.iter().map(|f| format!("gen-0/{f}")).collect();
     if names != want {
         return None;
     }

@@ -76,6 +76,7 @@ pub fn verify_index(dir: &Path) -> Result<VerifyReport, IndexError> {
     let (nodes, edges, sectors) = scan_records(&graph, &header, |_, _| {})?;
     files.codebook()?;
     files.codes()?;
+    files.hot()?;
     let reach = reachability(&graph, &header)?;
     if let Some(first) = reach.first_unreachable {
         return Err(IndexError::Input(format!(
@@ -87,8 +88,8 @@ pub fn verify_index(dir: &Path) -> Result<VerifyReport, IndexError> {
             header.medoid
         )));
     }
-    // Whole-file checksum of the graph last (pq and codes were hashed as they
-    // were read): the record scan names a bad node precisely, this catches
+    // Whole-file checksum of the graph last (pq, codes and hot were hashed as
+    // they were read): the record scan names a bad node precisely, this catches
     // anything else (padding, header).
     let entry = files.manifest.entry(GRAPH_FILE).map(|f| f.xxh3);
     let hash = file_xxh3(&graph)?;

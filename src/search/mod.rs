@@ -14,14 +14,16 @@
 //! the top k by exact distance. Every record read is checksum-verified: a
 //! corrupted sector is an error, never a wrong answer.
 
+mod beam;
 mod cache;
+pub mod hot;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustc_hash::FxHashSet;
+use beam::Beam;
 
 use crate::distance::{Distance, DistanceElement, Metric, normalize};
 use crate::element::ElementType;
@@ -33,10 +35,9 @@ use crate::index::{GRAPH_FILE, IndexError, IndexFiles, Manifest};
 use crate::io::{IoError, ReadRequest, ReaderKind, SectorReader};
 use crate::pq::{Codebook, LookupTable};
 use crate::topk::TopK;
-use crate::vamana::{Candidate, insert_candidate};
 use crate::vecfile::NORM_SQUARED_MAX;
 
-pub use cache::EntryCache;
+pub use cache::{CACHE_ENTRY_OVERHEAD_BYTES, CachePolicy, EntryCache};
 
 /// Largest beam width W (reads per round).
 pub const BEAM_WIDTH_MAX: usize = 64;
@@ -65,13 +66,37 @@ pub enum SearchError {
 #[derive(Clone, Debug)]
 pub struct OpenOptions {
     pub reader: ReaderKind,
-    /// Nodes nearest the medoid (by BFS) kept in RAM.
+    /// Records kept in RAM, at most (see also `cache_bytes`).
     pub cache_nodes: usize,
+    /// RAM the entry cache may use, in bytes (records plus
+    /// `CACHE_ENTRY_OVERHEAD_BYTES` each); when set, it bounds `cache_nodes`.
+    pub cache_bytes: Option<u64>,
+    /// Which nodes the cache holds.
+    pub cache_policy: CachePolicy,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { reader: ReaderKind::Uring, cache_nodes: 0 }
+        OpenOptions {
+            reader: ReaderKind::Uring,
+            cache_nodes: 0,
+            cache_bytes: None,
+            cache_policy: CachePolicy::Hot,
+        }
+    }
+}
+
+impl OpenOptions {
+    /// The cache's size in nodes for records of `record_bytes`.
+    pub fn cache_nodes_for(&self, record_bytes: u32) -> usize {
+        match self.cache_bytes {
+            Some(b) => {
+                let per = u64::from(record_bytes) + cache::CACHE_ENTRY_OVERHEAD_BYTES;
+                let by_bytes = usize::try_from(b / per).unwrap_or(usize::MAX);
+                if self.cache_nodes == 0 { by_bytes } else { by_bytes.min(self.cache_nodes) }
+            }
+            None => self.cache_nodes,
+        }
     }
 }
 
@@ -172,6 +197,7 @@ impl Index {
         let codebook = loaded.codebook;
         let codes = loaded.codes;
         let manifest = loaded.files.manifest;
+        let hot = loaded.hot;
         let space = PqSpace::new(header.metric, header.ip_norm_max);
         let (file, direct) = crate::io::open_direct(&graph_path)?;
         let file = Arc::new(file);
@@ -200,7 +226,13 @@ impl Index {
             fallback_reason: why.map(|e| e.to_string()),
             cache: EntryCache::default(),
         };
-        index.cache = EntryCache::fill(&index, probe, opts.cache_nodes)?;
+        let nodes = opts.cache_nodes_for(index.layout.record_bytes);
+        if nodes > CACHE_NODES_MAX {
+            return Err(SearchError::Params(format!(
+                "a cache of {nodes} nodes exceeds {CACHE_NODES_MAX} (CACHE_NODES_MAX)"
+            )));
+        }
+        index.cache = EntryCache::fill(&index, probe, nodes, opts.cache_policy, &hot)?;
         Ok(index)
     }
 
@@ -261,8 +293,7 @@ impl Index {
                 .codebook
                 .lookup_table(&vec![0.0; self.codebook.dim()], pqspace::TABLE_METRIC),
             pq_query: Vec::new(),
-            pool: Vec::new(),
-            seen: FxHashSet::default(),
+            beam: Beam::default(),
             query: Vec::new(),
             batch: Vec::new(),
             requests: Vec::new(),
@@ -338,28 +369,16 @@ impl Index {
         let qt: Vec<T> = q.iter().map(|&x| T::from_f32(x)).collect();
         let dist = Distance::<T>::new(self.header.metric);
         let mut vec_buf: Vec<T> = vec![T::default(); self.dim()];
-        let l = params.list_size;
-        s.pool.clear();
-        s.seen.clear();
         let mut best = TopK::new(params.k);
 
         let start = self.header.medoid;
-        s.seen.insert(start);
-        insert_candidate(&mut s.pool, l, start, s.table.distance(self.codes.row(start)));
+        let d0 = s.table.distance(self.codes.row(start));
+        s.beam.start(params.list_size, params.beam_width, start, d0);
         stats.pq_distances += 1;
 
         loop {
             // The W best unvisited candidates among the best L.
-            s.batch.clear();
-            for c in s.pool.iter_mut() {
-                if !c.expanded {
-                    c.expanded = true;
-                    s.batch.push(c.id);
-                    if s.batch.len() == params.beam_width {
-                        break;
-                    }
-                }
-            }
+            s.beam.next_batch(&mut s.batch);
             if s.batch.is_empty() {
                 break;
             }
@@ -404,13 +423,11 @@ impl Index {
                 rec.vector_into(&mut vec_buf);
                 best.push(dist.eval(&qt, &vec_buf), id);
                 stats.exact_distances += 1;
+                let (table, codes) = (&s.table, &self.codes);
                 for n in rec.neighbors() {
-                    if !s.seen.insert(n) {
-                        continue;
+                    if s.beam.offer(n, || table.distance(codes.row(n))) {
+                        stats.pq_distances += 1;
                     }
-                    let d = s.table.distance(self.codes.row(n));
-                    stats.pq_distances += 1;
-                    insert_candidate(&mut s.pool, l, n, d);
                 }
             }
         }
@@ -432,8 +449,7 @@ pub struct Searcher {
     table: LookupTable,
     /// The query in PQ space (augmented for inner product).
     pq_query: Vec<f32>,
-    pool: Vec<Candidate>,
-    seen: FxHashSet<u32>,
+    beam: Beam,
     query: Vec<f32>,
     batch: Vec<u32>,
     requests: Vec<ReadRequest>,

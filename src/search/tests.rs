@@ -64,9 +64,11 @@ fn both_readers_reach_recall_and_agree() {
     let f = fixture();
     let params = SearchParams { k: 10, list_size: 64, beam_width: 4 };
     let uring =
-        Index::open(&f.index, &OpenOptions { reader: ReaderKind::Uring, cache_nodes: 0 }).unwrap();
+        Index::open(&f.index, &OpenOptions { reader: ReaderKind::Uring, ..Default::default() })
+            .unwrap();
     let pread =
-        Index::open(&f.index, &OpenOptions { reader: ReaderKind::Pread, cache_nodes: 0 }).unwrap();
+        Index::open(&f.index, &OpenOptions { reader: ReaderKind::Pread, ..Default::default() })
+            .unwrap();
     assert_eq!(uring.reader_kind(), ReaderKind::Uring);
     assert_eq!(pread.reader_kind(), ReaderKind::Pread);
     let (ru, recall_u) = run_all(&uring, &params);
@@ -128,7 +130,7 @@ fn corrupted_sector_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("idx");
     std::fs::create_dir_all(copy.join("gen-0")).unwrap();
-    for name in ["manifest", "gen-0/graph", "gen-0/pq", "gen-0/codes"] {
+    for name in ["manifest", "gen-0/graph", "gen-0/pq", "gen-0/codes", "gen-0/hot"] {
         std::fs::copy(f.index.join(name), copy.join(name)).unwrap();
     }
     let index = Index::open(&copy, &OpenOptions::default()).unwrap();
@@ -140,7 +142,7 @@ fn corrupted_sector_is_an_error() {
     bytes[at as usize] ^= 0x01;
     std::fs::write(&gp, &bytes).unwrap();
     for reader in [ReaderKind::Uring, ReaderKind::Pread] {
-        let index = Index::open(&copy, &OpenOptions { reader, cache_nodes: 0 }).unwrap();
+        let index = Index::open(&copy, &OpenOptions { reader, ..Default::default() }).unwrap();
         let mut s = index.searcher().unwrap();
         let p = SearchParams { k: 10, list_size: 20, beam_width: 4 };
         let e = index.search(&mut s, &f.queries[..DIM], &p).unwrap_err().to_string();
@@ -331,4 +333,37 @@ fn ip_points_longer_than_m_are_counted_and_a_wider_space_finds_them() {
         recall[0], recall[1]
     );
     assert!(recall[1] >= 0.9, "{recall:?}");
+}
+
+/// The hot-list cache (nodes sample queries expanded most) saves more reads
+/// than a breadth-first cache of the same size, with the same answers; a
+/// byte budget bounds the cache by its records' size.
+#[test]
+fn hot_cache_saves_more_than_bfs_and_byte_budgets_bound_it() {
+    let f = fixture();
+    let params = SearchParams { k: 10, list_size: 48, beam_width: 4 };
+    let open = |policy, nodes, bytes| {
+        let o = OpenOptions {
+            cache_nodes: nodes,
+            cache_bytes: bytes,
+            cache_policy: policy,
+            ..Default::default()
+        };
+        Index::open(&f.index, &o).unwrap()
+    };
+    let bfs = open(CachePolicy::Bfs, 1000, None);
+    let hot = open(CachePolicy::Hot, 1000, None);
+    assert_eq!((bfs.cache_len(), hot.cache_len()), (1000, 1000));
+    let (a, _) = run_all(&bfs, &params);
+    let (b, _) = run_all(&hot, &params);
+    let reads = |v: &[SearchResult]| v.iter().map(|r| r.stats.sector_reads as u64).sum::<u64>();
+    assert!(reads(&b) < reads(&a), "hot {} vs bfs {}", reads(&b), reads(&a));
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.ids, y.ids);
+    }
+    let record = u64::from(hot.layout().record_bytes) + CACHE_ENTRY_OVERHEAD_BYTES;
+    let budget = open(CachePolicy::Hot, 0, Some(record * 300 + record / 2));
+    assert_eq!(budget.cache_len(), 300);
+    let both = open(CachePolicy::Hot, 100, Some(record * 300));
+    assert_eq!(both.cache_len(), 100);
 }

@@ -81,7 +81,7 @@ fn foreign_file_inside_an_index_is_refused_by_name() {
     let new = build_index(&base(dir.path()), &out, &opts(true, 2), &()).unwrap().build_id;
     assert_ne!(new, id);
     assert_eq!(names(&out), ["gen-0", "manifest"]);
-    assert_eq!(names(&out.join("gen-0")), ["codes", "graph", "pq"]);
+    assert_eq!(names(&out.join("gen-0")), ["codes", "graph", "hot", "pq"]);
     assert_eq!(names(dir.path()), ["b.fbin", "idx"], "no temporary directory is left");
 }
 

@@ -1,0 +1,117 @@
+//! Which nodes queries touch most: the ranking behind the entry cache.
+//!
+//! At build time, with the graph and the PQ codes still in memory, a seeded
+//! sample of the indexed vectors is searched as queries (queries come from the
+//! data's distribution), with the disk search's own PQ-steered beam
+//! ([`super::beam::Beam`]) over the in-memory adjacency, and every expansion
+//! of a node is counted. Nodes sorted by count (ties by id) are the hot list
+//! the build writes next to the graph (`gen-N/hot`); at open the entry cache
+//! takes nodes from its head until its byte budget is spent. This is the
+//! warm-up DiskANN performs at load from its build's sample file
+//! (`generate_cache_list_from_sample_queries`), done once at build time so
+//! opening stays free of I/O-heavy work. A BFS cache around the medoid only
+//! serves the first rounds; the hot list also holds the hubs later rounds
+//! pass through.
+//!
+//! Limits: at most [`HOT_SAMPLE_MAX`] sample queries (10% of N, at least
+//! [`HOT_SAMPLE_MIN`] when N allows), at most [`HOT_NODES_MAX`] nodes kept.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+
+use super::beam::Beam;
+use crate::index::pqspace::{PqSpace, TABLE_METRIC};
+use crate::pq::Codebook;
+
+/// Most sample queries the warm-up runs (DiskANN: min(10% of N, 100,000)).
+pub const HOT_SAMPLE_MAX: usize = 100_000;
+/// Fewest sample queries, when the index has that many points.
+pub const HOT_SAMPLE_MIN: usize = 1_000;
+/// Search list size of the warm-up searches.
+pub const HOT_SAMPLE_LIST_SIZE: usize = 15;
+/// Beam width of the warm-up searches.
+pub const HOT_SAMPLE_BEAM_WIDTH: usize = 4;
+/// Most nodes a hot list holds (the entry cache's own limit).
+pub const HOT_NODES_MAX: usize = super::CACHE_NODES_MAX;
+
+/// How many sample queries an index of `n` points warms up with.
+pub fn sample_size(n: u64) -> usize {
+    let tenth = (n / 10) as usize;
+    tenth.max(HOT_SAMPLE_MIN).min(HOT_SAMPLE_MAX).min(n as usize)
+}
+
+/// The ids of the sample queries: `sample_size(n)` distinct rows, seeded.
+pub fn sample_ids(n: u64, seed: u64) -> Vec<u32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x686f_745f_6c69_7374);
+    let mut ids: Vec<u32> = rand::seq::index::sample(&mut rng, n as usize, sample_size(n))
+        .into_iter()
+        .map(|i| i as u32)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// What the warm-up needs of an index under construction.
+pub struct WarmUp<'a> {
+    pub codebook: &'a Codebook,
+    /// Every node's PQ code, node i at `i * chunks`.
+    pub codes: &'a [u8],
+    pub chunks: usize,
+    pub space: PqSpace,
+    pub medoid: u32,
+    pub n: u64,
+}
+
+/// Ranks nodes by how often beam searches for `queries` (each `dim` wide,
+/// prepared: normalised for cosine) expand them, most first, ties by id;
+/// nodes never expanded are left out. `neighbors(id, out)` appends a node's
+/// out-neighbours to `out`. Runs on the current rayon pool.
+pub fn rank<F>(w: &WarmUp<'_>, queries: &[f32], dim: usize, neighbors: F) -> Vec<u32>
+where
+    F: Fn(u32, &mut Vec<u32>) + Sync,
+{
+    let row = |id: u32| &w.codes[id as usize * w.chunks..(id as usize + 1) * w.chunks];
+    let counts = queries
+        .par_chunks(dim)
+        .fold(
+            || {
+                let table = w.codebook.lookup_table(&vec![0.0; w.codebook.dim()], TABLE_METRIC);
+                (FxHashMap::<u32, u32>::default(), Beam::default(), table, Vec::new(), Vec::new())
+            },
+            |(mut counts, mut beam, mut table, mut pq_query, mut batch), q| {
+                let mut nbrs = Vec::new();
+                w.space.query(q, &mut pq_query);
+                w.codebook.fill_lookup_table(&pq_query, TABLE_METRIC, &mut table);
+                let d0 = table.distance(row(w.medoid));
+                beam.start(HOT_SAMPLE_LIST_SIZE, HOT_SAMPLE_BEAM_WIDTH, w.medoid, d0);
+                loop {
+                    beam.next_batch(&mut batch);
+                    if batch.is_empty() {
+                        break;
+                    }
+                    for &id in &batch {
+                        *counts.entry(id).or_insert(0) += 1;
+                        nbrs.clear();
+                        neighbors(id, &mut nbrs);
+                        for &n in &nbrs {
+                            beam.offer(n, || table.distance(row(n)));
+                        }
+                    }
+                }
+                (counts, beam, table, pq_query, batch)
+            },
+        )
+        .map(|(counts, ..)| counts)
+        .reduce(FxHashMap::default, |mut a, b| {
+            for (id, c) in b {
+                *a.entry(id).or_insert(0) += c;
+            }
+            a
+        });
+    let mut ranked: Vec<(u32, u32)> = counts.into_iter().collect();
+    ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(HOT_NODES_MAX);
+    ranked.into_iter().map(|(id, _)| id).collect()
+}
