@@ -39,7 +39,7 @@ pub const HOT_NODES_MAX: usize = super::CACHE_NODES_MAX;
 /// How many sample queries an index of `n` points warms up with.
 pub fn sample_size(n: u64) -> usize {
     let tenth = (n / 10) as usize;
-    tenth.max(HOT_SAMPLE_MIN).min(HOT_SAMPLE_MAX).min(n as usize)
+    tenth.clamp(HOT_SAMPLE_MIN, HOT_SAMPLE_MAX).min(n as usize)
 }
 
 /// The ids of the sample queries: `sample_size(n)` distinct rows, seeded.
