@@ -11,7 +11,11 @@
 # that bench/README.md quotes. Takes ~30-40 minutes on a 2-core machine.
 #
 # Knobs (environment): THREADS (2), REPS (3), N (1000000), DIM (128),
-# LS (the L sweep), SKIP_KERNELS=1, SKIP_GT=1, SKIP_1M=1, SKIP_DEBIAN=1,
+# LS (the L sweep), CACHE (10000 cached nodes), CACHE_MODES ("hot bfs": the
+# first is the primary comparison, basalt's hot list against DiskANN's
+# sample-query cache; bfs compares both engines' BFS caches), SKIP_KERNELS=1,
+# SKIP_GT=1, SKIP_1M=1, SKIP_DEBIAN=1, SKIP_DOCS=1, DOCS (the held-out real
+# set made by bench/make_docs_set.py, default /work/data/docs-384),
 # SKIP_BUILD=1 (reuse indexes already built in bench/out), EXTRA_U8=1 (also
 # 500K x 128 u8 synthetic), SKIP_PEER_BUILD=1 (rebuild basalt only).
 set -euo pipefail
@@ -20,7 +24,9 @@ THREADS=${THREADS:-2}
 REPS=${REPS:-3}
 N=${N:-1000000}
 DIM=${DIM:-128}
-R=64; BUILD_L=100; ALPHA=1.2; PQ=32; BEAM=4; CACHE=${CACHE:-1000}
+R=64; BUILD_L=100; ALPHA=1.2; PQ=32; BEAM=4; CACHE=${CACHE:-10000}
+CACHE_MODES=${CACHE_MODES:-hot bfs}
+DOCS=${DOCS:-/work/data/docs-384}
 LS=${LS:-10,20,30,40,60,80,120,160,200,250,300}
 OUT=bench/out
 DEB=../shared/data/debian-384
@@ -81,23 +87,38 @@ build_and_search() {
   fi
   fi
   $BASALT verify "$dir/basalt" > "$dir/basalt_verify.txt"
-  : > "$dir/basalt_search.jsonl"; : > "$dir/diskann_search.jsonl"
-  for rep in $(seq "$REPS"); do
-    log "$name: search rep $rep: basalt"
-    $BASALT search --index "$dir/basalt" --queries "$queries" --gt "$gt" --k 10 --L "$LS" --beam $BEAM \
-      --threads "$THREADS" --cache-nodes $CACHE --json >> "$dir/basalt_search.jsonl" 2>> "$dir/basalt_search.err"
-    log "$name: search rep $rep: diskann"
-    $DPY bench/peers/diskann_search.py --index "$dir/diskann" --queries "$queries" --gt "$gt" --k 10 --L "$LS" \
-      --beam $BEAM --threads "$THREADS" --cache-nodes $CACHE --cache-mode bfs >> "$dir/diskann_search.jsonl" 2>> "$dir/diskann_search.err"
+  local first=1
+  for mode in $CACHE_MODES; do
+    # basalt's hot list is the counterpart of DiskANN's sample-query cache.
+    local dmode=$mode sfx=""
+    [[ $mode == hot ]] && dmode=sample
+    [[ $first == 1 ]] || sfx="_$mode"
+    first=0
+    : > "$dir/basalt_search$sfx.jsonl"; : > "$dir/diskann_search$sfx.jsonl"
+    for rep in $(seq "$REPS"); do
+      log "$name: search rep $rep ($mode): basalt"
+      $BASALT search --index "$dir/basalt" --queries "$queries" --gt "$gt" --k 10 --L "$LS" --beam $BEAM \
+        --threads "$THREADS" --cache-nodes $CACHE --cache-policy "$mode" --json >> "$dir/basalt_search$sfx.jsonl" 2>> "$dir/basalt_search.err"
+      log "$name: search rep $rep ($dmode): diskann"
+      $DPY bench/peers/diskann_search.py --index "$dir/diskann" --queries "$queries" --gt "$gt" --k 10 --L "$LS" \
+        --beam $BEAM --threads "$THREADS" --cache-nodes $CACHE --cache-mode "$dmode" >> "$dir/diskann_search$sfx.jsonl" 2>> "$dir/diskann_search.err"
+    done
+    python3 bench/summarize.py median "$dir/basalt_search$sfx.jsonl" > "$dir/basalt_median$sfx.jsonl"
+    python3 bench/summarize.py median "$dir/diskann_search$sfx.jsonl" > "$dir/diskann_median$sfx.jsonl"
   done
-  python3 bench/summarize.py median "$dir/basalt_search.jsonl" > "$dir/basalt_median.jsonl"
-  python3 bench/summarize.py median "$dir/diskann_search.jsonl" > "$dir/diskann_median.jsonl"
   $FPY bench/peers/plot.py --basalt "$dir/basalt_median.jsonl" --diskann "$dir/diskann_median.jsonl" \
     --out "$dir/recall_qps.png" --title "$name: recall@10 vs QPS ($THREADS threads, W=$BEAM, R=$R, PQ $PQ B)"
 }
 
 if [[ -z "${SKIP_DEBIAN:-}" ]]; then
   build_and_search debian384 $DEB/base.fbin $DEB/query.fbin $DEB/gt.ibin l2
+fi
+if [[ -z "${SKIP_DOCS:-}" ]]; then
+  if [[ ! -f $DOCS/gt.ibin ]]; then
+    log "making the held-out docs set in $DOCS (bench/make_docs_set.py, ~45 min)"
+    python3 bench/make_docs_set.py --out "$DOCS"
+  fi
+  build_and_search docs384 $DOCS/base.fbin $DOCS/query.fbin $DOCS/gt.ibin cosine
 fi
 if [[ -z "${SKIP_1M:-}" ]]; then
   if [[ ! -f $SYN/gt1k.ibin ]]; then

@@ -11,6 +11,7 @@
 """
 import json, os, statistics, sys
 
+SETS = ("debian384", "docs384", "syn1m", "u8_500k")
 KEYS = ["recall", "qps", "latency_us_mean", "latency_us_p50", "latency_us_p99",
         "reads_mean", "hops_mean", "cache_hits_mean"]
 
@@ -49,6 +50,35 @@ def fmt(v, nd=1):
     return "-" if v is None else f"{v:.{nd}f}"
 
 
+def search_section(d, name, sfx, what):
+    if not os.path.exists(f"{d}/basalt_median{sfx}.jsonl"):
+        return []
+    b = load(f"{d}/basalt_median{sfx}.jsonl")
+    k = load(f"{d}/diskann_median{sfx}.jsonl")
+    lines = [f"## {name}: search, {what} (medians of {b[0]['runs']} interleaved runs)", "",
+             "| L | basalt recall | DiskANN recall | basalt QPS | DiskANN QPS | basalt mean us | DiskANN mean us | basalt p99 us | basalt reads | DiskANN reads | basalt hops |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    kd = {r["L"]: r for r in k}
+    for r in b:
+        o = kd.get(r["L"], {})
+        lines.append(f"| {r['L']} | {fmt(r['recall'], 4)} | {fmt(o.get('recall'), 4)} | {fmt(r['qps'])} | {fmt(o.get('qps'))} | "
+                     f"{fmt(r['latency_us_mean'])} | {fmt(o.get('latency_us_mean'))} | {fmt(r['latency_us_p99'])} | "
+                     f"{fmt(r['reads_mean'])} | {fmt(o.get('reads_mean'))} | {fmt(r['hops_mean'])} |")
+    lines.append("")
+    for target in (0.90, 0.95, 0.98):
+        vals = {}
+        for key in ("qps", "latency_us_mean", "reads_mean"):
+            vals[key] = (interp_at(b, target, key), interp_at(k, target, key))
+        if vals["qps"][0] is None or vals["qps"][1] is None:
+            lines.append(f"At recall@10 = {target}: not bracketed by both sweeps.")
+            continue
+        (bq, kq), (bl, kl), (br, kr) = vals["qps"], vals["latency_us_mean"], vals["reads_mean"]
+        lines.append(f"At recall@10 = {target} (interpolated): reads {fmt(br)} vs {fmt(kr)} (ratio {br / kr:.3f}), "
+                     f"QPS {fmt(bq)} vs {fmt(kq)} (ratio {bq / kq:.2f}), mean latency {fmt(bl)} vs {fmt(kl)} us (ratio {bl / kl:.2f}).")
+    lines.append("")
+    return lines
+
+
 def report(out):
     lines = []
     if os.path.exists(f"{out}/kernels.md"):
@@ -67,7 +97,7 @@ def report(out):
         if os.path.exists(f"{out}/gt_agreement.txt"):
             lines += ["Agreement (basalt ids scored against faiss's, tie-aware): "
                       + open(f"{out}/gt_agreement.txt").read().strip(), ""]
-    for name in ("debian384", "syn1m", "u8_500k"):
+    for name in SETS:
         d = f"{out}/{name}"
         if not os.path.exists(f"{d}/basalt_build.json"):
             continue
@@ -83,35 +113,12 @@ def report(out):
                   f"| DiskANN | {fmt(db.get('build_s'))} | {fmt(db.get('peak_rss_mb'), 0)} | one piece: {db.get('one_shot')}, PQ chunks {db.get('pq_chunks')} |", ""]
         if db.get("build_s"):
             lines += [f"basalt / DiskANN build time ratio: **{bb['total_s'] / db['build_s']:.2f}**", ""]
-        if not os.path.exists(f"{d}/basalt_median.jsonl"):
-            continue
-        b = load(f"{d}/basalt_median.jsonl")
-        k = load(f"{d}/diskann_median.jsonl")
-        lines += [f"## {name}: search (medians of {b[0]['runs']} interleaved runs)", "",
-                  "| L | basalt recall | DiskANN recall | basalt QPS | DiskANN QPS | basalt mean us | DiskANN mean us | basalt p99 us | basalt reads | DiskANN reads | basalt hops |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        kd = {r["L"]: r for r in k}
-        for r in b:
-            o = kd.get(r["L"], {})
-            lines.append(f"| {r['L']} | {fmt(r['recall'], 4)} | {fmt(o.get('recall'), 4)} | {fmt(r['qps'])} | {fmt(o.get('qps'))} | "
-                         f"{fmt(r['latency_us_mean'])} | {fmt(o.get('latency_us_mean'))} | {fmt(r['latency_us_p99'])} | "
-                         f"{fmt(r['reads_mean'])} | {fmt(o.get('reads_mean'))} | {fmt(r['hops_mean'])} |")
-        lines.append("")
-        for target in (0.90, 0.95, 0.98):
-            vals = {}
-            for key in ("qps", "latency_us_mean", "reads_mean"):
-                vals[key] = (interp_at(b, target, key), interp_at(k, target, key))
-            if vals["qps"][0] is None or vals["qps"][1] is None:
-                lines.append(f"At recall@10 = {target}: not bracketed by both sweeps.")
-                continue
-            (bq, kq), (bl, kl), (br, kr) = vals["qps"], vals["latency_us_mean"], vals["reads_mean"]
-            lines.append(f"At recall@10 = {target} (interpolated): reads {fmt(br)} vs {fmt(kr)}, "
-                         f"QPS {fmt(bq)} vs {fmt(kq)} (ratio {bq / kq:.2f}), mean latency {fmt(bl)} vs {fmt(kl)} us (ratio {bl / kl:.2f}).")
-        lines.append("")
+        for sfx, what in (("", "basalt hot-list cache vs DiskANN sample-query cache"),
+                          ("_bfs", "both BFS caches")):
+            lines += search_section(d, name, sfx, what)
     print("\n".join(lines))
 
 
-SETS = ("debian384", "syn1m", "u8_500k", "docs384")
 TOLERANCE = 0.01
 GATE_RECALLS = (0.90, 0.95)
 
