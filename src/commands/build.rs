@@ -92,6 +92,9 @@ pub fn run(a: BuildArgs) -> Result<()> {
     for p in &s.stale_left {
         eprintln!("  warning: left a temporary directory of a killed build: {p}");
     }
+    if let Some(w) = &s.publish_warning {
+        eprintln!("  warning: the new index is in place, but: {w}");
+    }
     if let Some(p) = &s.replaced_leftover {
         eprintln!("  warning: the replaced index could not be removed whole; it is at {p}");
     }

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 
 use super::codes::{CODES_HEADER_BYTES, decode_codes};
 use super::graph::{GraphHeader, Layout, RecordFault};
-use super::pq::{PQ_HEADER_BYTES, PqFileMeta, decode_codebook};
+use super::pq::{PqFileMeta, decode_codebook};
 use super::{FileIdent, FormatError, SECTOR_BYTES, crc32c, crc32c_append};
 use crate::distance::Metric;
 use crate::element::ElementType;
@@ -243,7 +243,6 @@ proptest! {
             }
             Err(e) => prop_assert!(names_file(&e, "pqfile"), "{}", e),
         }
-        prop_assert!(b.len() > PQ_HEADER_BYTES);
     }
 
     /// One codes header field changed and the checksum re-sealed.

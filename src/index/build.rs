@@ -25,7 +25,12 @@ use crate::element::{Element, ElementType};
 use crate::format::FileIdent;
 use crate::format::codes::CodesWriter;
 use crate::format::graph::{GraphHeader, GraphWriter};
-use crate::fsutil::PendingFile;
+/// Creates `path`, writes `bytes` and fsyncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
+    let mut f = fs::File::create(path).map_err(|e| IndexError::io(path, "create", e))?;
+    std::io::Write::write_all(&mut f, bytes).map_err(|e| IndexError::io(path, "write", e))?;
+    f.sync_all().map_err(|e| IndexError::io(path, "fsync", e))
+}
 use crate::fsutil::{parent_dir, sync_dir};
 use crate::pq::{Codebook, PQ_ITERS_DEFAULT, PQ_SAMPLE_DEFAULT, PqParams};
 use crate::vamana::{self, BuildParams};
@@ -119,6 +124,9 @@ pub struct BuildSummary {
     pub stale_left: Vec<String>,
     /// The replaced index, when it could not be removed whole.
     pub replaced_leftover: Option<String>,
+    /// Trouble after the new index was in place (it is), e.g. a failed
+    /// fsync of the parent directory.
+    pub publish_warning: Option<String>,
 }
 
 /// Removes this build's temporary directory (only the files a build
@@ -188,6 +196,21 @@ pub fn prepare(data: &Path, out: &Path, opts: &BuildOptions) -> Result<Prepared,
     let target = publish::check_target(out, opts.force)?;
     let file = VectorFile::open(data)?;
     let memory_bytes = check_input(&file, opts)?;
+    let pq_dim = pqspace::pq_dim(opts.metric, file.dim());
+    let pq = PqParams {
+        chunks: opts.pq_chunks,
+        sample_max: opts.pq_sample_max,
+        iters_max: opts.pq_iters_max,
+        seed: opts.graph.seed,
+    };
+    pq.validate(pq_dim).map_err(|e| {
+        let extra = if opts.metric == Metric::InnerProduct {
+            " (inner product quantizes dim + 1 values)"
+        } else {
+            ""
+        };
+        IndexError::Input(format!("{}: {e}{extra}", file.path().display()))
+    })?;
     let parent = parent_dir(out);
     let output_bytes = estimate_output_bytes(file.len(), file.dim(), file.element_type(), opts);
     let need = output_bytes + FREE_SPACE_MARGIN_BYTES;
@@ -228,7 +251,8 @@ pub fn estimate_output_bytes(n: u64, dim: usize, element: ElementType, opts: &Bu
         crate::format::graph::Layout::new(dim as u32, element, opts.graph.degree_max as u32, n, 0);
     let pq = crate::format::pq::pq_file_bytes(pqspace::pq_dim(opts.metric, dim), opts.pq_chunks);
     let codes = (crate::format::codes::CODES_HEADER_BYTES + 4) as u64 + n * opts.pq_chunks as u64;
-    layout.file_bytes() + pq as u64 + codes + super::MANIFEST_BYTES_MAX
+    let hot = (crate::format::hot::HOT_HEADER_BYTES + 4) as u64 + 4 * n;
+    layout.file_bytes() + pq as u64 + codes + hot + super::MANIFEST_BYTES_MAX
 }
 
 /// Checks the input against the options and the memory budget; returns the
@@ -283,7 +307,9 @@ pub fn estimate_memory_bytes(n: u64, dim: usize, element: ElementType, opts: &Bu
     let codes = (ENCODE_BATCH_ROWS * opts.pq_chunks) as u64;
     let sample = (opts.pq_sample_max as u64).min(n) * dim as u64 * 4;
     let visited = n * 4 * rayon::current_num_threads() as u64;
-    vectors + adjacency + codes + sample + visited
+    // The hot-list warm-up reads every code back into RAM.
+    let codes_ram = n * opts.pq_chunks as u64;
+    vectors + adjacency + codes + sample + visited + codes_ram
 }
 
 fn build_typed<T: DistanceElement>(
@@ -299,14 +325,10 @@ fn build_typed<T: DistanceElement>(
     let dim = file.dim();
     let ident = FileIdent::new_random(0);
 
+    // A fresh name (pid and random nonce); create_dir fails rather than
+    // reuse a directory that exists, so no build ever writes into, or
+    // removes, another's.
     let tmp = publish::temp_dir_for(out)?;
-    if tmp.exists() {
-        // Our own pid's leftover (pid reuse): only layout files are removed.
-        publish::remove_partial(&tmp).map_err(|why| IndexError::Exists {
-            path: tmp.clone(),
-            what: format!("left by an earlier build: {why}"),
-        })?;
-    }
     fs::create_dir(&tmp).map_err(|e| IndexError::io(&tmp, "mkdir", e))?;
     let mut guard = TempDirGuard(Some(tmp.clone()));
     let gen_dir = tmp.join(format!("gen-{}", ident.generation));
@@ -444,12 +466,10 @@ fn build_typed<T: DistanceElement>(
     });
     drop(queries);
     drop(codes_ram);
+    // Written in place: the temporary directory is private, and a
+    // temporary name here would be a file a later cleanup does not know.
     let hot_path = gen_dir.join(super::HOT_FILE);
-    let (pending, mut hot_file) =
-        PendingFile::create(&hot_path).map_err(|e| IndexError::io(&hot_path, "create", e))?;
-    std::io::Write::write_all(&mut hot_file, &crate::format::hot::encode_hot(&hot, ident))
-        .map_err(|e| IndexError::io(&hot_path, "write", e))?;
-    pending.commit(hot_file).map_err(|e| IndexError::io(&hot_path, "fsync", e))?;
+    write_synced(&hot_path, &crate::format::hot::encode_hot(&hot, ident))?;
     progress.phase_done();
     phases.push(("hot list".to_string(), t.elapsed().as_secs_f64()));
     let t = Instant::now();
@@ -495,11 +515,7 @@ fn build_typed<T: DistanceElement>(
         files: files.clone(),
     };
     let mpath = tmp.join(MANIFEST_FILE);
-    let (pending, mut mfile) =
-        PendingFile::create(&mpath).map_err(|e| IndexError::io(&mpath, "create", e))?;
-    std::io::Write::write_all(&mut mfile, &manifest.encode())
-        .map_err(|e| IndexError::io(&mpath, "write", e))?;
-    pending.commit(mfile).map_err(|e| IndexError::io(&mpath, "fsync", e))?;
+    write_synced(&mpath, &manifest.encode())?;
     sync_dir(&gen_dir).map_err(|e| IndexError::io(&gen_dir, "fsync", e))?;
     sync_dir(&tmp).map_err(|e| IndexError::io(&tmp, "fsync", e))?;
     let published = publish::publish(&tmp, out, target)?;
@@ -524,6 +540,7 @@ fn build_typed<T: DistanceElement>(
         stale_removed: Vec::new(),
         stale_left: Vec::new(),
         replaced_leftover: published.leftover.map(|p| p.display().to_string()),
+        publish_warning: published.warning,
     })
 }
 

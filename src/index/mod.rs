@@ -497,6 +497,18 @@ impl IndexFiles {
     pub fn hot(&self) -> Result<Vec<u32>, IndexError> {
         let m = &self.manifest;
         let path = self.path(HOT_FILE);
+        // Sized before it is read: the list can be no longer than the format allows.
+        let cap = (crate::format::hot::HOT_HEADER_BYTES + 4) as u64
+            + 4 * crate::format::hot::HOT_IDS_MAX.min(m.count);
+        let len = std::fs::metadata(&path).map_err(|e| IndexError::io(&path, "stat", e))?.len();
+        if len > cap {
+            return Err(FormatError::corrupt(
+                &path,
+                cap,
+                format!("file is {len} bytes, more than a hot list of this index can be ({cap})"),
+            )
+            .into());
+        }
         let bytes = std::fs::read(&path).map_err(|e| IndexError::io(&path, "read", e))?;
         let (ident, ids) = crate::format::hot::decode_hot(&path, &bytes)?;
         m.ident().expect(&path, ident)?;

@@ -54,6 +54,8 @@ pub struct Published {
     /// The replaced index could not be removed whole (something appeared in
     /// it after the check): it stays at this path, for the operator.
     pub leftover: Option<PathBuf>,
+    /// Something went wrong after the new index was in place (it is).
+    pub warning: Option<String>,
 }
 
 /// The index path's parent directory and final name, checked: the name must
@@ -75,10 +77,24 @@ fn split_out(out: &Path) -> Result<(PathBuf, String), IndexError> {
     Ok((parent, name))
 }
 
-/// The temporary directory a build of `out` by this process writes into.
+/// A fresh temporary directory name for a build of `out` by this process:
+/// `.{name}.building-{pid}-{nonce}`, the nonce random so that two builds in
+/// one process never share one. The caller creates it with `create_dir`,
+/// which fails if it exists, and never removes one it did not create.
 pub fn temp_dir_for(out: &Path) -> Result<PathBuf, IndexError> {
     let (parent, name) = split_out(out)?;
-    Ok(parent.join(format!(".{name}.building-{}", std::process::id())))
+    let nonce: u32 = rand::random();
+    Ok(parent.join(format!(".{name}.building-{}-{nonce:08x}", std::process::id())))
+}
+
+/// The pid in a temporary directory's suffix (`{pid}` or `{pid}-{nonce}`):
+/// digits only, greater than 0.
+fn parse_pid(suffix: &str) -> Option<i32> {
+    let digits = suffix.split('-').next()?;
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<i32>().ok().filter(|&p| p > 0)
 }
 
 /// Checks `out` before a build: what is there, and whether it may be replaced.
@@ -115,10 +131,15 @@ pub fn check_target(out: &Path, force: bool) -> Result<Target, IndexError> {
     Ok(Target::Index(layout))
 }
 
-/// The nearest ancestor of `dir` (itself included) that holds a manifest.
+/// The nearest ancestor of `dir` (itself included) that is a basalt index
+/// (a manifest that decodes as version 2, or a version-1 index).
 fn enclosing_index(dir: &Path) -> Result<Option<PathBuf>, IndexError> {
     let abs = fs::canonicalize(dir).map_err(|e| IndexError::io(dir, "resolve", e))?;
-    Ok(abs.ancestors().find(|a| a.join(MANIFEST_FILE).is_file()).map(Path::to_path_buf))
+    Ok(abs
+        .ancestors()
+        .filter(|a| a.join(MANIFEST_FILE).is_file())
+        .find(|a| super::read_manifest(a).is_ok() || v1_layout(a).is_some())
+        .map(Path::to_path_buf))
 }
 
 /// The layout of the index at `dir`, if it is one whose manifest parses and
@@ -230,10 +251,8 @@ pub fn clean_stale(out: &Path) -> Result<Stale, IndexError> {
         let entry = entry.map_err(|e| IndexError::io(&parent, "read_dir", e))?;
         let file_name = entry.file_name();
         let Some(fname) = file_name.to_str() else { continue };
-        let Some(pid) = prefixes
-            .iter()
-            .find_map(|p| fname.strip_prefix(p.as_str()))
-            .and_then(|p| p.parse::<i32>().ok())
+        let Some(pid) =
+            prefixes.iter().find_map(|p| fname.strip_prefix(p.as_str())).and_then(parse_pid)
         else {
             continue;
         };
@@ -241,6 +260,11 @@ pub fn clean_stale(out: &Path) -> Result<Stale, IndexError> {
             continue;
         }
         let path = entry.path();
+        // Never follow a symlink named like ours: it may point at anything.
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            left.push((path, "not a directory (a symlink?): left alone".into()));
+            continue;
+        }
         match remove_partial(&path) {
             Ok(()) => removed.push(path),
             Err(why) => left.push((path, why)),
@@ -261,6 +285,11 @@ fn process_alive(pid: i32) -> bool {
 /// Removes a partial or replaced index directory: only files with layout
 /// names in the places the layout puts them; anything else is left and named.
 pub(crate) fn remove_partial(dir: &Path) -> Result<(), String> {
+    // lstat: a symlink is never followed into.
+    let meta = fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
     let mut gen_dirs = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| e.to_string())? {
         let entry = entry.map_err(|e| e.to_string())?;
@@ -349,8 +378,19 @@ pub fn publish_with(
         };
         IndexError::io(out, op, e)
     })?;
-    sync_dir(&parent).map_err(|e| IndexError::io(&parent, "fsync", e))?;
     let mut published = Published::default();
+    // From here the new index is in place: nothing may fail the publish (the
+    // caller would then treat `tmp`, which now holds the old index, as its
+    // own leftover). Problems are reported in `Published`.
+    if let Err(e) = sync_dir(&parent) {
+        published.warning = Some(format!("{}: fsync after the rename: {e}", parent.display()));
+    }
+    // If `out` was swapped for a symlink after the check, the exchange moved
+    // the symlink here: remove nothing through it.
+    if !fs::symlink_metadata(tmp).is_ok_and(|m| m.is_dir()) {
+        published.leftover = Some(tmp.to_path_buf());
+        return Ok(published);
+    }
     match now {
         Target::Absent => {}
         Target::EmptyDir => {

@@ -172,81 +172,98 @@ pub struct Reachability {
     pub passes: u32,
 }
 
-/// Which nodes a search from the medoid can reach, in memory bounded by two
-/// bitmaps of N bits whatever the size of the graph: breadth-first by
-/// levels, each level a pass that reads, in file order, only the sectors of
-/// the nodes first reached in the level before (coalesced into reads of at
-/// most [`REACH_WINDOW_SECTORS`] sectors). Every node's record is read once.
+/// The first set bit at or after `from` in `bits` (bit i = node i), below `end`.
+fn next_set(bits: &[u64], from: u64, end: u64) -> Option<u64> {
+    let mut w = (from / 64) as usize;
+    if w >= bits.len() || from >= end {
+        return None;
+    }
+    let mut word = bits[w] & (u64::MAX << (from % 64));
+    loop {
+        if word != 0 {
+            let id = w as u64 * 64 + u64::from(word.trailing_zeros());
+            return (id < end).then_some(id);
+        }
+        w += 1;
+        if w >= bits.len() || (w as u64) * 64 >= end {
+            return None;
+        }
+        word = bits[w];
+    }
+}
+
+/// Which nodes a search from the medoid can reach, in memory bounded by
+/// three bitmaps of N bits whatever the size of the graph (reached, this
+/// level, next level): breadth-first by levels, each level a pass that
+/// reads, in file order, only the sectors of the nodes first reached in the
+/// level before (coalesced into reads of at most [`REACH_WINDOW_SECTORS`]
+/// sectors). Every node's record is read once.
 pub fn reachability(path: &Path, header: &GraphHeader) -> Result<Reachability, IndexError> {
     let l = header.layout();
     let n = l.count;
     let words = n.div_ceil(64) as usize;
     let mut reached = vec![0u64; words];
-    let mut frontier = vec![0u64; words];
+    let mut level = vec![0u64; words];
+    let mut next = vec![0u64; words];
     let set = |bits: &mut [u64], id: u64| -> bool {
         let (w, b) = ((id / 64) as usize, id % 64);
         let was = bits[w] >> b & 1 == 1;
         bits[w] |= 1 << b;
         !was
     };
-    set(&mut reached, u64::from(header.medoid));
-    set(&mut frontier, u64::from(header.medoid));
+    let medoid = u64::from(header.medoid);
+    set(&mut reached, medoid);
+    set(&mut level, medoid);
     let mut count = 1u64;
     let mut passes = 0u32;
     let file = File::open(path).map_err(|e| IndexError::io(path, "open", e))?;
     let mut window: Vec<u8> = Vec::new();
-    let mut window_first = u64::MAX;
-    let ids_in = |bits: &[u64]| -> Vec<u32> {
-        let mut ids = Vec::new();
-        for (w, &word) in bits.iter().enumerate() {
-            let mut x = word;
-            while x != 0 {
-                let b = x.trailing_zeros() as u64;
-                ids.push((w as u64 * 64 + b) as u32);
-                x &= x - 1;
-            }
-        }
-        ids
-    };
-    loop {
-        let ids = ids_in(&frontier);
-        if ids.is_empty() {
-            break;
-        }
+    let span = u64::from(l.sectors_per_record);
+    let window_sectors = REACH_WINDOW_SECTORS.max(span);
+    while level.iter().any(|&w| w != 0) {
         passes += 1;
-        frontier.iter_mut().for_each(|w| *w = 0);
-        for (k, &id) in ids.iter().enumerate() {
-            let first = l.sector_of(id);
-            let span = u64::from(l.sectors_per_record);
+        // A new pass starts with no window: the file is read front to back.
+        let mut window_first = u64::MAX;
+        let mut cursor = next_set(&level, 0, n);
+        while let Some(id) = cursor {
+            let first = l.sector_of(id as u32);
             let in_window = window_first != u64::MAX
                 && first >= window_first
                 && first + span <= window_first + (window.len() / SECTOR_BYTES) as u64;
             if !in_window {
-                // Read from this record's sector up to the last of the next
-                // frontier records that fits in one window.
+                // Read from this record's sector up to the last record of
+                // this level that fits in one window.
                 let mut last = first + span;
-                for &next in &ids[k + 1..] {
-                    let end = l.sector_of(next) + span;
-                    if end - first > REACH_WINDOW_SECTORS.max(span) {
+                let mut probe = next_set(&level, id + 1, n);
+                while let Some(p) = probe {
+                    let end = l.sector_of(p as u32) + span;
+                    if end - first > window_sectors {
                         break;
                     }
                     last = end;
+                    probe = next_set(&level, p + 1, n);
                 }
                 window.resize(((last - first) as usize) * SECTOR_BYTES, 0);
                 file.read_exact_at(&mut window, first * SECTOR_BYTES as u64)
                     .map_err(|e| IndexError::io(path, "read", e))?;
                 window_first = first;
             }
-            let at = ((first - window_first) as usize) * SECTOR_BYTES + l.offset_in_sector(id);
+            let at =
+                ((first - window_first) as usize) * SECTOR_BYTES + l.offset_in_sector(id as u32);
             let rec = &window[at..at + l.record_bytes as usize];
-            let view = l.decode_record(id, rec, true).map_err(|f| record_error(path, &l, id, f))?;
+            let view = l
+                .decode_record(id as u32, rec, true)
+                .map_err(|f| record_error(path, &l, id as u32, f))?;
             for nb in view.neighbors() {
                 if set(&mut reached, u64::from(nb)) {
                     count += 1;
-                    set(&mut frontier, u64::from(nb));
+                    set(&mut next, u64::from(nb));
                 }
             }
+            cursor = next_set(&level, id + 1, n);
         }
+        std::mem::swap(&mut level, &mut next);
+        next.iter_mut().for_each(|w| *w = 0);
     }
     let first_unreachable = (count < n)
         .then(|| reached.iter().enumerate().find(|(_, w)| **w != u64::MAX))
@@ -271,4 +288,80 @@ pub fn degree_stats(dir: &Path) -> Result<(IndexFiles, GraphHeader, DegreeStats)
     })?;
     let mean = sum as f64 / h.count.max(1) as f64;
     Ok((files, h, DegreeStats { min, max, mean, histogram: hist }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distance::Metric;
+    use crate::element::ElementType;
+    use crate::format::FileIdent;
+    use crate::format::graph::GraphWriter;
+
+    /// Writes a graph of `n` nodes of dimension `dim` with `adj(i)` as
+    /// node i's neighbours; returns its header.
+    fn graph(
+        path: &Path,
+        n: u64,
+        dim: u32,
+        medoid: u32,
+        adj: impl Fn(u32) -> Vec<u32>,
+    ) -> GraphHeader {
+        let h = GraphHeader {
+            metric: Metric::L2,
+            element: ElementType::F32,
+            dim,
+            degree_max: 8,
+            count: n,
+            medoid,
+            pq_chunks: 1,
+            list_size: 8,
+            alpha: 1.2,
+            passes: 1,
+            seed: 1,
+            ident: FileIdent { build_id: 5, generation: 0 },
+            ip_norm_max: 0.0,
+        };
+        let mut w = GraphWriter::create(path, &h).unwrap();
+        for i in 0..n as u32 {
+            w.append(&vec![i as f32; dim as usize], &adj(i)).unwrap();
+        }
+        w.finish().unwrap();
+        h
+    }
+
+    // Reachability counts exactly the nodes a search can reach and names the
+    // first one it cannot, for packed records read in coalesced windows and
+    // for records spanning two sectors.
+    #[test]
+    fn reachability_counts_and_names_stranded_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        for (dim, n) in [(4u32, 5000u64), (1100, 300)] {
+            let p = dir.path().join(format!("g{dim}"));
+            // A ring 0 -> 1 -> ... over the even nodes plus long jumps; odd
+            // nodes point into the ring but nothing points at them, except
+            // node 7, which node 6 points at.
+            let h = graph(&p, n, dim, 0, |i| {
+                if i % 2 == 1 {
+                    vec![(i + 1) % n as u32]
+                } else {
+                    let mut v = vec![(i + 2) % n as u32, ((i * 7 + 4) % n as u32) & !1];
+                    if i == 6 {
+                        v.push(7);
+                    }
+                    v.retain(|&x| x != i);
+                    v.dedup();
+                    v
+                }
+            });
+            let r = reachability(&p, &h).unwrap();
+            assert_eq!(r.reached, n / 2 + 1, "dim {dim}");
+            assert_eq!(r.first_unreachable, Some(1), "dim {dim}");
+            // Everything connected: all reached, nothing named.
+            let h = graph(&p, n, dim, 3, |i| vec![(i + 1) % n as u32, (i + 5) % n as u32]);
+            let r = reachability(&p, &h).unwrap();
+            assert_eq!((r.reached, r.first_unreachable), (n, None), "dim {dim}");
+            assert!(r.passes >= 2);
+        }
+    }
 }

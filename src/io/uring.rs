@@ -59,6 +59,9 @@ const DROP_REAP_WAIT: Duration = Duration::from_millis(20);
 /// `user_data` of the cancel request pushed on drop; batch requests use
 /// their index, which is below `REQUESTS_PER_BATCH_MAX`.
 const CANCEL_USER_DATA: u64 = u64::MAX;
+/// `user_data` of the timeout requests of the drop-time wait on kernels
+/// without IORING_ENTER_EXT_ARG.
+const TIMEOUT_USER_DATA: u64 = u64::MAX - 1;
 
 /// Bytes of slot buffers leaked by dropped readers whose reads the kernel
 /// still held (process-wide; the daemon exports it as a metric).
@@ -307,9 +310,13 @@ impl UringReader {
             let _ = push_read(&mut sq, &entry);
         }
         let deadline = Instant::now() + timeout;
+        // Waits with a timeout need IORING_ENTER_EXT_ARG (5.11); older
+        // kernels get a timeout request in the ring instead.
+        let ext_arg = self.ring.params().is_feature_ext_arg();
         loop {
             for cqe in self.ring.completion() {
-                if cqe.user_data() != CANCEL_USER_DATA {
+                if cqe.user_data() < TIMEOUT_USER_DATA {
+                    debug_assert!(self.in_flight > 0, "a completion nothing was waiting for");
                     self.in_flight = self.in_flight.saturating_sub(1);
                 }
             }
@@ -321,8 +328,19 @@ impl UringReader {
                 return false;
             }
             let wait = types::Timespec::from((deadline - now).min(DROP_REAP_WAIT));
-            let args = types::SubmitArgs::new().timespec(&wait);
-            match self.ring.submitter().submit_with_args(1, &args) {
+            let entered = if ext_arg {
+                let args = types::SubmitArgs::new().timespec(&wait);
+                self.ring.submitter().submit_with_args(1, &args)
+            } else {
+                // The kernel copies the timespec when it takes the request.
+                let entry = opcode::Timeout::new(&wait).build().user_data(TIMEOUT_USER_DATA);
+                let pushed = push_read(&mut self.ring.submission(), &entry);
+                if !pushed {
+                    return false;
+                }
+                self.ring.submit_and_wait(1)
+            };
+            match entered {
                 Ok(_) => {}
                 // ETIME: this wait ended without a completion; EINTR/EAGAIN/EBUSY: try again.
                 Err(e) if e.raw_os_error() == Some(libc::ETIME) || is_transient_enter_error(&e) => {
@@ -348,8 +366,9 @@ fn register_slot_buffer(ring: &IoUring, buf: &mut AlignedBuf) -> io::Result<()> 
 /// Pushes one SQE; false when the submission queue is full.
 #[allow(unsafe_code, reason = "an SQE carries a raw buffer pointer the kernel writes through")]
 fn push_read(sq: &mut io_uring::SubmissionQueue<'_>, entry: &squeue::Entry) -> bool {
-    // SAFETY: every entry pushed here is either a cancel request (no buffer)
-    // or a read whose destination lies inside one slot of the reader's `buf`
+    // SAFETY: every entry pushed here is either a cancel or timeout request
+    // (no buffer; the kernel copies a timeout's timespec when it takes the
+    // request) or a read whose destination lies inside one slot of the reader's `buf`
     // (asserted in `push_pending`). That slot stays allocated and untouched by
     // Rust code until the completion is reaped: the reader counts the
     // operation in `in_flight` at once, `read` does not return (except by

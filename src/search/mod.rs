@@ -226,7 +226,8 @@ impl Index {
             fallback_reason: why.map(|e| e.to_string()),
             cache: EntryCache::default(),
         };
-        let nodes = opts.cache_nodes_for(index.layout.record_bytes);
+        // A budget larger than the index is the whole index.
+        let nodes = opts.cache_nodes_for(index.layout.record_bytes).min(index.len() as usize);
         if nodes > CACHE_NODES_MAX {
             return Err(SearchError::Params(format!(
                 "a cache of {nodes} nodes exceeds {CACHE_NODES_MAX} (CACHE_NODES_MAX)"

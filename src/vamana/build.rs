@@ -140,6 +140,15 @@ pub fn build_with_norm<'a, T: DistanceElement>(
     }
     cleanup(&g, params.alpha, params.saturate);
     g.connect_unreachable(params.list_size);
+    // An index whose search cannot reach every node is never published.
+    let stranded = g.unreachable_from_medoid();
+    if stranded > 0 {
+        return Err(format!(
+            "{stranded} nodes stay unreachable from the medoid after reconnection; \
+             rebuild with a larger R (now {})",
+            params.degree_max
+        ));
+    }
     Ok(g)
 }
 

@@ -158,6 +158,30 @@ fn a_path_that_changed_during_the_build_is_not_replaced() {
     let e = publish(&tmp, &out, &target).unwrap_err().to_string();
     assert!(e.contains("changed while"), "{e}");
     assert_eq!(build_id(&out), theirs);
+    // Now an index was there at the check, and a user file appeared in it.
+    let target = check_target(&out, true).unwrap();
+    fs::write(out.join("added-later.txt"), b"mine").unwrap();
+    let e = publish(&tmp, &out, &target).unwrap_err().to_string();
+    assert!(e.contains("added-later.txt"), "{e}");
+    assert_eq!(build_id(&out), theirs);
+    assert!(out.join("added-later.txt").exists());
+}
+
+// A symlink named like a dead build's temporary directory is never followed:
+// the index it points at survives the cleanup.
+#[test]
+fn stale_cleanup_never_follows_symlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other");
+    let id = build(dir.path(), &other, false);
+    let out = dir.path().join("idx");
+    std::os::unix::fs::symlink(&other, dir.path().join(".idx.building-9999997-0000abcd")).unwrap();
+    std::os::unix::fs::symlink(&other, dir.path().join(".idx.building--5")).unwrap();
+    let stale = clean_stale(&out).unwrap();
+    assert!(stale.removed.is_empty(), "{:?}", stale.removed);
+    assert_eq!(stale.left.len(), 1, "{:?}", stale.left);
+    assert_eq!(build_id(&other), id);
+    verify_index(&other).unwrap();
 }
 
 // Temporary directories of dead builds are removed when they hold only
