@@ -45,6 +45,7 @@ fn main() -> Result<()> {
         vectors.extend_from_slice(&v);
     }
     let mut sample = sample_ids(n, files.manifest.build.seed);
+    // Without SAMPLES, the build's own sample (same seed, same size).
     if let Some(s) = args.get(4) {
         let want: usize = s.parse()?;
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(7);
