@@ -13,6 +13,7 @@ pub mod synth;
 pub mod topk;
 pub mod vamana;
 pub mod vecfile;
+pub mod wal;
 
 /// Largest worker thread count any command accepts.
 pub const THREADS_MAX: usize = 1024;
