@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod collection;
 pub mod distance;
 pub mod element;
 pub mod format;
