@@ -32,6 +32,167 @@ pub enum Command {
     Verify(InspectArgs),
     /// Search a disk index with a query file and report recall, QPS and latency per L.
     Search(SearchArgs),
+    /// Create an empty collection (dimension and metric; points come later).
+    Create(CreateArgs),
+    /// Build a collection from a vector file with the ids and payloads you bring.
+    Import(ImportArgs),
+    /// Upsert one point inline, or many from a vector file (one line per durable batch).
+    Insert(InsertArgs),
+    /// Delete points by id (ids not present are reported, not an error).
+    Delete(DeleteArgs),
+    /// Print one point (id, vector, payload) as JSON.
+    Get(GetArgs),
+    /// List ids in order (numbers first, then strings), a page at a time.
+    List(ListArgs),
+    /// Search a collection (disk generation and delta) with one vector or a query file.
+    Query(QueryArgs),
+    /// Merge the delta and the deletes into a new disk generation now.
+    Merge(CollectionArg),
+    /// Print a collection's statistics as JSON.
+    Stats(CollectionArg),
+}
+
+#[derive(Args, Debug)]
+pub struct CollectionArg {
+    /// Collection directory.
+    pub collection: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Collection directory (absent or empty).
+    pub collection: PathBuf,
+    #[arg(long)]
+    pub dim: u32,
+    #[arg(long)]
+    pub metric: Metric,
+    #[arg(long, default_value = "f32")]
+    pub element: ElementType,
+    /// fsync (every acknowledged batch is on disk) or none (opt-in: an
+    /// acknowledged batch can be lost to a power cut).
+    #[arg(long, default_value = "fsync")]
+    pub durability: String,
+    #[arg(long = "R", default_value_t = 64)]
+    pub r: usize,
+    #[arg(long = "L", default_value_t = 100)]
+    pub l: usize,
+    /// PQ bytes per vector (default: min(dim, 32)).
+    #[arg(long)]
+    pub pq_bytes: Option<usize>,
+    /// Merge once the delta holds this many points.
+    #[arg(long)]
+    pub delta_points_merge: Option<u64>,
+    /// Memory bound of the delta in bytes (suffixes K, M, G).
+    #[arg(long, value_parser = parse_bytes)]
+    pub delta_bytes_max: Option<u64>,
+    /// Never merge in the background (only `basalt merge`).
+    #[arg(long)]
+    pub no_auto_merge: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Input vectors (.fbin, .u8bin, .i8bin, .fvecs, .bvecs).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Ids, one per line, in row order (digits = a number id, else a string; UUIDs normalised).
+    #[arg(long)]
+    pub ids: Option<PathBuf>,
+    /// Payloads, one JSON object (or an empty line) per row.
+    #[arg(long)]
+    pub payloads: Option<PathBuf>,
+    /// Collection directory to create.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub metric: Metric,
+    #[arg(long = "R", default_value_t = 64)]
+    pub r: usize,
+    #[arg(long = "L", default_value_t = 100)]
+    pub l: usize,
+    #[arg(long, default_value_t = 32)]
+    pub pq_bytes: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct InsertArgs {
+    pub collection: PathBuf,
+    /// The id of one point given inline (with --vector).
+    pub id: Option<String>,
+    /// One point's vector, comma-separated.
+    #[arg(long, allow_hyphen_values = true)]
+    pub vector: Option<String>,
+    /// One point's payload (a JSON object).
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// Many points from a vector file.
+    #[arg(long, conflicts_with_all = ["id", "vector"])]
+    pub data: Option<PathBuf>,
+    /// Ids of --data's rows, one per line (default: row number + --first-id).
+    #[arg(long, requires = "data")]
+    pub ids: Option<PathBuf>,
+    /// Payloads of --data's rows, JSONL.
+    #[arg(long, requires = "data")]
+    pub payloads: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub first_id: u64,
+    /// Points per batch (one WAL record, one fsync).
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Never start a background merge.
+    #[arg(long)]
+    pub no_merge: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    pub collection: PathBuf,
+    /// Ids to delete.
+    pub ids: Vec<String>,
+    /// More ids, one per line.
+    #[arg(long)]
+    pub ids_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    pub collection: PathBuf,
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    pub collection: PathBuf,
+    /// Start after this id (the last of the previous page).
+    #[arg(long)]
+    pub after: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Every id (pages through the whole collection).
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct QueryArgs {
+    pub collection: PathBuf,
+    /// One query vector, comma-separated.
+    #[arg(long, allow_hyphen_values = true)]
+    pub vector: Option<String>,
+    /// Query vectors from a file.
+    #[arg(long, conflicts_with = "vector")]
+    pub queries: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    #[arg(long = "L", default_value_t = 100)]
+    pub l: usize,
+    #[arg(long, default_value_t = 4)]
+    pub beam: usize,
+    /// Include payloads.
+    #[arg(long)]
+    pub payload: bool,
 }
 
 #[derive(Args, Debug)]

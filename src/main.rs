@@ -39,5 +39,14 @@ fn run(cli: basalt::cli::Cli) -> Result<()> {
         Command::Inspect(a) => commands::build::inspect(a),
         Command::Verify(a) => commands::build::verify(a),
         Command::Search(a) => commands::search::run(a),
+        Command::Create(a) => commands::collection::create(a),
+        Command::Import(a) => commands::collection::import(a),
+        Command::Insert(a) => commands::collection::insert(a),
+        Command::Delete(a) => commands::collection::delete(a),
+        Command::Get(a) => commands::collection::get(a),
+        Command::List(a) => commands::collection::list(a),
+        Command::Query(a) => commands::collection::query(a),
+        Command::Merge(a) => commands::collection::merge(a),
+        Command::Stats(a) => commands::collection::stats(a),
     }
 }

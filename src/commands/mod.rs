@@ -2,6 +2,7 @@
 //! progress output and summaries. `anyhow` lives here, at the edge.
 
 pub mod build;
+pub mod collection;
 pub mod search;
 
 use std::time::Instant;

@@ -310,7 +310,7 @@ proptest! {
         match Manifest::decode(Path::new("manifestfile"), &bytes) {
             Ok(m) => {
                 let names: Vec<&str> = m.files.iter().map(|f| f.name.as_str()).collect();
-                prop_assert_eq!(names, crate::index::LAYOUT_FILES.to_vec());
+                prop_assert_eq!(&names[..4], &crate::index::LAYOUT_FILES[..]);
                 prop_assert!(m.dim > 0 && m.count > 0);
                 let _ = m.ident();
             }

@@ -513,6 +513,7 @@ fn build_typed<T: DistanceElement>(
             basalt_version: env!("CARGO_PKG_VERSION").to_string(),
         },
         files: files.clone(),
+        pq_trained_points: None,
     };
     let mpath = tmp.join(MANIFEST_FILE);
     write_synced(&mpath, &manifest.encode())?;

@@ -50,6 +50,12 @@ pub const CODES_FILE: &str = "codes";
 pub const HOT_FILE: &str = "hot";
 /// The files of a generation, in manifest order.
 pub const LAYOUT_FILES: [&str; 4] = [GRAPH_FILE, PQ_FILE, CODES_FILE, HOT_FILE];
+/// A collection's generation adds slot -> external id (`collection::idfile`).
+pub const IDS_FILE: &str = "ids";
+/// ... and the id map changes since the generation before (`collection::changes`).
+pub const CHANGES_FILE: &str = "changes";
+/// The files a collection's generation may add after [`LAYOUT_FILES`], in this order.
+pub const COLLECTION_FILES: [&str; 2] = [IDS_FILE, CHANGES_FILE];
 /// Largest manifest accepted (it is small; anything larger is not ours).
 pub const MANIFEST_BYTES_MAX: u64 = 1 << 20;
 /// The trailer line's prefix: `crc32c 0x` + 8 hex digits + `\n`.
@@ -131,6 +137,10 @@ pub struct Manifest {
     pub ip_norm_max: f32,
     pub build: BuildInfo,
     pub files: Vec<FileEntry>,
+    /// Points the PQ codebook was trained on (a collection's merge retrains
+    /// past a growth factor); absent = `count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pq_trained_points: Option<u64>,
 }
 
 /// The version-1 manifest's envelope, recognised only to say how to rebuild.
@@ -232,9 +242,14 @@ impl Manifest {
                 .or_else(|why| bad(format!("file name {:?}: {why}", f.name)))?;
         }
         let names: Vec<&str> = self.files.iter().map(|f| f.name.as_str()).collect();
-        if names != LAYOUT_FILES {
+        let extra = names.get(LAYOUT_FILES.len()..).unwrap_or(&[]);
+        if names.len() < LAYOUT_FILES.len()
+            || names[..LAYOUT_FILES.len()] != LAYOUT_FILES
+            || !COLLECTION_FILES.starts_with(extra)
+        {
             return bad(format!(
-                "lists files {names:?}; an index generation has exactly {LAYOUT_FILES:?}"
+                "lists files {names:?}; an index generation has exactly {LAYOUT_FILES:?}, \
+                 then optionally {COLLECTION_FILES:?}"
             ));
         }
         if self.dim == 0 || self.dim as usize > crate::distance::DIM_MAX {
@@ -588,6 +603,7 @@ pub(crate) mod tests_support {
                 .iter()
                 .map(|n| FileEntry { name: n.to_string(), bytes: 1, xxh3: 2 })
                 .collect(),
+            pq_trained_points: None,
         }
     }
 }

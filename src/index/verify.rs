@@ -73,11 +73,39 @@ pub fn verify_index(dir: &Path) -> Result<VerifyReport, IndexError> {
     let files = IndexFiles::open(dir)?;
     let header = files.graph_header()?;
     let graph = files.path(GRAPH_FILE);
-    let (nodes, edges, sectors) = scan_records(&graph, &header, |_, _| {})?;
+    // A collection's generation: its free slots (tag 0 in `ids`) hold empty
+    // records that no edge may point to; they count as reached.
+    let free = free_slots(&files, &header)?;
+    let mut bad_free: Option<(u32, u32)> = None;
+    let (nodes, edges, sectors) = scan_records(&graph, &header, |id, degree| {
+        if degree > 0 && bad_free.is_none() && free.as_ref().is_some_and(|f| is_set(f, id)) {
+            bad_free = Some((id, degree));
+        }
+    })?;
+    if let Some((id, degree)) = bad_free {
+        return Err(IndexError::Input(format!(
+            "{}: node {id} is a free slot but has {degree} edges",
+            graph.display()
+        )));
+    }
     files.codebook()?;
     files.codes()?;
     files.hot()?;
-    let reach = reachability(&graph, &header)?;
+    for name in [super::IDS_FILE, super::CHANGES_FILE] {
+        if let Some(e) = files.manifest.entry(name) {
+            let p = files.path(name);
+            let h = file_xxh3(&p)?;
+            if h != e.xxh3 {
+                return Err(FormatError::corrupt(
+                    &p,
+                    0,
+                    format!("file checksum (xxh3) {h:#018x} != manifest {:#018x}", e.xxh3),
+                )
+                .into());
+            }
+        }
+    }
+    let reach = reachability_with(&graph, &header, free.as_deref())?;
     if let Some(first) = reach.first_unreachable {
         return Err(IndexError::Input(format!(
             "{}: {} of {} nodes cannot be reached from the medoid {} (node {first} is one): \
@@ -199,10 +227,42 @@ fn next_set(bits: &[u64], from: u64, end: u64) -> Option<u64> {
 /// level before (coalesced into reads of at most [`REACH_WINDOW_SECTORS`]
 /// sectors). Every node's record is read once.
 pub fn reachability(path: &Path, header: &GraphHeader) -> Result<Reachability, IndexError> {
+    reachability_with(path, header, None)
+}
+
+fn is_set(bits: &[u64], id: u32) -> bool {
+    bits[(id / 64) as usize] >> (id % 64) & 1 == 1
+}
+
+/// The free slots of a collection's generation as a bitmap (N bits), if it
+/// has an ids file.
+fn free_slots(files: &IndexFiles, header: &GraphHeader) -> Result<Option<Vec<u64>>, IndexError> {
+    if files.manifest.entry(super::IDS_FILE).is_none() {
+        return Ok(None);
+    }
+    let p = files.path(super::IDS_FILE);
+    let ids = crate::collection::idfile::IdFile::open(&p, files.manifest.ident(), header.count)?;
+    let mut bits = vec![0u64; header.count.div_ceil(64) as usize];
+    for (slot, id) in ids.scan().enumerate() {
+        if id?.is_none() {
+            bits[slot / 64] |= 1 << (slot % 64);
+        }
+    }
+    Ok(Some(bits))
+}
+
+/// [`reachability`] where the slots set in `free` count as reached and an
+/// edge to one of them is an error.
+pub fn reachability_with(
+    path: &Path,
+    header: &GraphHeader,
+    free: Option<&[u64]>,
+) -> Result<Reachability, IndexError> {
     let l = header.layout();
     let n = l.count;
     let words = n.div_ceil(64) as usize;
-    let mut reached = vec![0u64; words];
+    let mut reached = free.map_or_else(|| vec![0u64; words], <[u64]>::to_vec);
+    let free_count: u64 = reached.iter().map(|w| u64::from(w.count_ones())).sum();
     let mut level = vec![0u64; words];
     let mut next = vec![0u64; words];
     let set = |bits: &mut [u64], id: u64| -> bool {
@@ -212,9 +272,15 @@ pub fn reachability(path: &Path, header: &GraphHeader) -> Result<Reachability, I
         !was
     };
     let medoid = u64::from(header.medoid);
+    if free.is_some_and(|f| is_set(f, medoid as u32)) {
+        return Err(IndexError::Input(format!(
+            "{}: the medoid {medoid} is a free slot",
+            path.display()
+        )));
+    }
     set(&mut reached, medoid);
     set(&mut level, medoid);
-    let mut count = 1u64;
+    let mut count = 1 + free_count;
     let mut passes = 0u32;
     let file = File::open(path).map_err(|e| IndexError::io(path, "open", e))?;
     let mut window: Vec<u8> = Vec::new();
@@ -255,6 +321,12 @@ pub fn reachability(path: &Path, header: &GraphHeader) -> Result<Reachability, I
                 .decode_record(id as u32, rec, true)
                 .map_err(|f| record_error(path, &l, id as u32, f))?;
             for nb in view.neighbors() {
+                if free.is_some_and(|f| is_set(f, nb)) {
+                    return Err(IndexError::Input(format!(
+                        "{}: node {id} has an edge to free slot {nb}",
+                        path.display()
+                    )));
+                }
                 if set(&mut reached, u64::from(nb)) {
                     count += 1;
                     set(&mut next, u64::from(nb));

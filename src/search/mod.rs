@@ -151,6 +151,20 @@ pub struct QueryStats {
     pub cpu_us: u64,
 }
 
+/// Sees every record a search reads: id, exact distance, vector as f32.
+pub type RecordVisitor<'a> = dyn FnMut(u32, f32, &[f32]) + 'a;
+
+/// Hooks into one search (the collection layer's).
+#[derive(Default)]
+pub struct SearchHooks<'a> {
+    /// Whether node `id` may be returned; a refused node is still walked
+    /// through (tombstones: FreshDiskANN's DeleteList).
+    pub accept: Option<&'a dyn Fn(u32) -> bool>,
+    /// Called with every record read: id, exact distance to the query, and
+    /// the record's vector as f32 (the merge's insert phase prunes with them).
+    pub visit: Option<&'a mut RecordVisitor<'a>>,
+}
+
 /// A query's answer: ids and exact distances (smaller is nearer), best first.
 #[derive(Clone, Debug, Default)]
 pub struct SearchResult {
@@ -338,13 +352,39 @@ impl Index {
         query: &[f32],
         params: &SearchParams,
     ) -> Result<SearchResult, SearchError> {
+        self.search_with(s, query, params, &mut SearchHooks::default())
+    }
+
+    /// [`Self::search`] with hooks: a filter on what may be returned (every
+    /// node is still walked through) and a visitor of every record read.
+    pub fn search_with(
+        &self,
+        s: &mut Searcher,
+        query: &[f32],
+        params: &SearchParams,
+        hooks: &mut SearchHooks<'_>,
+    ) -> Result<SearchResult, SearchError> {
         params.validate()?;
         let mut q = std::mem::take(&mut s.query);
         self.prepare_query(query, &mut q)?;
-        let r =
-            crate::with_element!(self.header.element, T => self.beam_search::<T>(s, &q, params));
+        let r = crate::with_element!(self.header.element, T => self.beam_search::<T>(s, &q, params, hooks));
         s.query = q;
         r
+    }
+
+    /// The codes of every node (the merge scores and decodes with them).
+    pub fn codes(&self) -> &Codes {
+        &self.codes
+    }
+
+    /// The PQ codebook.
+    pub fn codebook(&self) -> &Codebook {
+        &self.codebook
+    }
+
+    /// The PQ space (how vectors map into the codebook's space).
+    pub fn pq_space(&self) -> PqSpace {
+        self.space
     }
 
     fn record_error(&self, id: u32, fault: crate::format::graph::RecordFault) -> SearchError {
@@ -361,6 +401,7 @@ impl Index {
         s: &mut Searcher,
         q: &[f32],
         params: &SearchParams,
+        hooks: &mut SearchHooks<'_>,
     ) -> Result<SearchResult, SearchError> {
         let started = Instant::now();
         let mut stats = QueryStats::default();
@@ -422,8 +463,14 @@ impl Index {
                     .decode_record(id, bytes, true)
                     .map_err(|f| self.record_error(id, f))?;
                 rec.vector_into(&mut vec_buf);
-                best.push(dist.eval(&qt, &vec_buf), id);
+                let d = dist.eval(&qt, &vec_buf);
+                if hooks.accept.is_none_or(|accept| accept(id)) {
+                    best.push(d, id);
+                }
                 stats.exact_distances += 1;
+                if let Some(visit) = hooks.visit.as_mut() {
+                    visit(id, d, &vec_buf.iter().map(|x| x.to_f32()).collect::<Vec<f32>>());
+                }
                 let (table, codes) = (&s.table, &self.codes);
                 for n in rec.neighbors() {
                     if s.beam.offer(n, || table.distance(codes.row(n))) {

@@ -18,6 +18,7 @@ mod prune;
 mod search;
 
 pub use build::{BuildParams, BuildProgress, build, build_with_norm};
+pub use prune::{PruneRule, PruneScratch, robust_prune_by};
 pub(crate) use search::{Candidate, insert_candidate};
 pub use search::{GreedySearch, VisitedSet};
 

@@ -43,6 +43,20 @@ pub fn robust_prune<T: DistanceElement>(
     scratch: &mut PruneScratch,
     out: &mut Vec<u32>,
 ) {
+    robust_prune_by(p, candidates, rule, scratch, out, |a, b| g.node_distance(a, b));
+}
+
+/// [`robust_prune`] over any id space: `dist(a, b)` is the distance
+/// between candidates `a` and `b` (the collection's delta index and the
+/// streaming merge, whose nodes are not one in-memory [`Graph`]).
+pub fn robust_prune_by(
+    p: u32,
+    candidates: impl IntoIterator<Item = (u32, f32)>,
+    rule: PruneRule,
+    scratch: &mut PruneScratch,
+    out: &mut Vec<u32>,
+    dist: impl Fn(u32, u32) -> f32,
+) {
     let PruneRule { alpha, degree_max: r, saturate } = rule;
     let c = &mut scratch.cands;
     c.clear();
@@ -79,7 +93,7 @@ pub fn robust_prune<T: DistanceElement>(
                     continue;
                 }
                 let (dpc, cid) = c[j];
-                let d = g.node_distance(star, cid);
+                let d = dist(star, cid);
                 let ratio = if d > 0.0 { dpc / d } else { f32::INFINITY };
                 occlusion[j] = occlusion[j].max(ratio);
             }

@@ -1,0 +1,186 @@
+//! `meta/`: external id -> internal slot and the payloads of points on disk,
+//! in fjall (an LSM-tree embedded store made for large key sets: 1e9 keys
+//! live on disk, with a block cache, not in RAM). Derived state: it reflects
+//! one generation (the identity under `state/applied`) and is caught up on
+//! open from that generation's `changes` file; points of the delta live in
+//! memory and come back from the WAL. Changes are applied in batches, the
+//! identity last, so a crash mid-apply leaves the old identity and the
+//! apply runs again (every change is idempotent).
+//!
+//! Keys: a tag byte then the id (u64 big-endian, so numbers scroll in
+//! numeric order; strings as their bytes, after every number).
+
+use std::path::Path;
+
+use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
+
+use super::ids::ExternalId;
+use crate::format::FileIdent;
+
+/// Changes per fjall batch when applying a large set (an import).
+pub const APPLY_BATCH_CHANGES: usize = 100_000;
+const APPLIED_KEY: &[u8] = b"applied";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdMapError {
+    #[error("id map store: {0}")]
+    Store(#[from] fjall::Error),
+    #[error("id map store: corrupt entry: {0}")]
+    Corrupt(String),
+}
+
+/// One change to the map.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    Put { id: ExternalId, slot: u32, payload: Option<String> },
+    Remove { id: ExternalId },
+}
+
+/// The key of an id (sortable).
+pub fn key(id: &ExternalId) -> Vec<u8> {
+    match id {
+        ExternalId::Num(n) => {
+            let mut k = vec![1u8];
+            k.extend_from_slice(&n.to_be_bytes());
+            k
+        }
+        ExternalId::Str(s) => {
+            let mut k = vec![2u8];
+            k.extend_from_slice(s.as_bytes());
+            k
+        }
+    }
+}
+
+/// The id of a key.
+pub fn id_of_key(k: &[u8]) -> Result<ExternalId, IdMapError> {
+    match k.first() {
+        Some(1) if k.len() == 9 => {
+            Ok(ExternalId::Num(u64::from_be_bytes(k[1..9].try_into().expect("8 bytes"))))
+        }
+        Some(2) => std::str::from_utf8(&k[1..])
+            .ok()
+            .and_then(|s| ExternalId::from_string(s).ok())
+            .ok_or_else(|| IdMapError::Corrupt("string id key".into())),
+        _ => Err(IdMapError::Corrupt("id key tag".into())),
+    }
+}
+
+/// The open store.
+pub struct IdMap {
+    keyspace: Keyspace,
+    ids: PartitionHandle,
+    payloads: PartitionHandle,
+    state: PartitionHandle,
+}
+
+impl IdMap {
+    pub fn open(dir: &Path) -> Result<IdMap, IdMapError> {
+        // Writes are made durable by `persist` after each apply; fjall's own
+        // background fsync is not needed (the map is derived state).
+        let keyspace = Config::new(dir).fsync_ms(None).open()?;
+        let opts = || PartitionCreateOptions::default();
+        let ids = keyspace.open_partition("ids", opts())?;
+        let payloads = keyspace.open_partition("payloads", opts())?;
+        let state = keyspace.open_partition("state", opts())?;
+        Ok(IdMap { keyspace, ids, payloads, state })
+    }
+
+    /// The generation the map reflects, if any.
+    pub fn applied(&self) -> Result<Option<FileIdent>, IdMapError> {
+        match self.state.get(APPLIED_KEY)? {
+            None => Ok(None),
+            Some(v) if v.len() == 16 => Ok(Some(FileIdent::decode(&v, 0))),
+            Some(_) => Err(IdMapError::Corrupt("applied identity".into())),
+        }
+    }
+
+    /// The slot of `id` in the applied generation.
+    pub fn get(&self, id: &ExternalId) -> Result<Option<u32>, IdMapError> {
+        match self.ids.get(key(id))? {
+            None => Ok(None),
+            Some(v) if v.len() == 4 => {
+                Ok(Some(u32::from_le_bytes(v[..4].try_into().expect("4 bytes"))))
+            }
+            Some(_) => Err(IdMapError::Corrupt("slot value".into())),
+        }
+    }
+
+    /// The payload of the point `id` on disk.
+    pub fn payload(&self, id: &ExternalId) -> Result<Option<String>, IdMapError> {
+        match self.payloads.get(key(id))? {
+            None => Ok(None),
+            Some(v) => String::from_utf8(v.to_vec())
+                .map(Some)
+                .map_err(|_| IdMapError::Corrupt("payload not UTF-8".into())),
+        }
+    }
+
+    /// Applies `changes` (in batches), then records `ident` as applied, and
+    /// makes it durable.
+    pub fn apply(&self, changes: &[Change], ident: FileIdent) -> Result<(), IdMapError> {
+        for chunk in changes.chunks(APPLY_BATCH_CHANGES) {
+            self.apply_chunk(chunk)?;
+        }
+        self.set_applied(ident)
+    }
+
+    /// Applies changes without moving the applied identity (an import
+    /// streams its rows through this, then calls [`Self::set_applied`]).
+    pub fn apply_chunk(&self, changes: &[Change]) -> Result<(), IdMapError> {
+        let mut b = self.keyspace.batch();
+        for c in changes {
+            match c {
+                Change::Put { id, slot, payload } => {
+                    let k = key(id);
+                    b.insert(&self.ids, k.clone(), slot.to_le_bytes().to_vec());
+                    match payload {
+                        Some(p) => b.insert(&self.payloads, k, p.as_bytes().to_vec()),
+                        None => b.remove(&self.payloads, k),
+                    }
+                }
+                Change::Remove { id } => {
+                    let k = key(id);
+                    b.remove(&self.ids, k.clone());
+                    b.remove(&self.payloads, k);
+                }
+            }
+        }
+        b.commit()?;
+        Ok(())
+    }
+
+    /// Records the generation the map reflects, durably.
+    pub fn set_applied(&self, ident: FileIdent) -> Result<(), IdMapError> {
+        self.state.insert(APPLIED_KEY, ident.encode().to_vec())?;
+        self.keyspace.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// Up to `limit` (id, slot) pairs in key order after `after`.
+    pub fn scroll(
+        &self,
+        after: Option<&ExternalId>,
+        limit: usize,
+    ) -> Result<Vec<(ExternalId, u32)>, IdMapError> {
+        let mut out = Vec::new();
+        let start = after.map(key);
+        let iter: Box<dyn Iterator<Item = fjall::Result<fjall::KvPair>>> = match start {
+            Some(k) => {
+                Box::new(self.ids.range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)))
+            }
+            None => Box::new(self.ids.iter()),
+        };
+        for kv in iter {
+            let (k, v) = kv?;
+            if v.len() != 4 {
+                return Err(IdMapError::Corrupt("slot value".into()));
+            }
+            out.push((id_of_key(&k)?, u32::from_le_bytes(v[..4].try_into().expect("4 bytes"))));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,849 @@
+//! The merge: the delta and the tombstones become generation N+1 beside N
+//! (FreshDiskANN's StreamingMerge), while searches go on over N and the
+//! frozen delta.
+//!
+//! 1. Freeze (write lock, a moment): the active delta becomes the frozen
+//!    one, new writes go to a fresh delta; the tombstones so far are the
+//!    merge's deletes; the last applied LSN is the new generation's LSN.
+//! 2. Slots: deleted slots and N's free slots are reused by the new points
+//!    in ascending order, the rest are appended (slots stay stable, so the
+//!    id map only changes for points that changed).
+//! 3. Insert phase: each new point is searched over N with the disk beam
+//!    search (rayon, a searcher per thread); the records read are its
+//!    candidates, with exact vectors, plus its neighbours in the delta's
+//!    graph; RobustPrune chooses its out-edges; back edges are collected.
+//! 4. One sequential pass over N's graph writes N+1: a deleted node's
+//!    in-neighbours replace it with its out-neighbours and are re-pruned
+//!    (delete phase), nodes with new back edges are re-pruned past R (patch
+//!    phase), new points are written in their slots, free slots get empty
+//!    records. PQ codes: copied, new points encoded with N's codebook (or
+//!    all re-encoded when the codebook is retrained). ids, changes, hot
+//!    list (N's minus freed slots), every file fsynced, then the manifest
+//!    is switched (rename + directory fsync).
+//! 5. Switch (write lock): the id map takes the changes, N+1 is served, N is
+//!    retired (its files go when the last search holding it ends), WAL
+//!    segments below the new LSN are removed.
+//!
+//! Prunes in the write pass score old nodes by their PQ reconstructions
+//! (their vectors would cost a random read each); the node being pruned and
+//! new points are exact. A crash at any moment leaves N and the WAL intact:
+//! `remove_stale` deletes the unfinished `gen-{N+1}` at the next open.
+//! Memory: the merge holds the deleted nodes' adjacency, the new points'
+//! edges and back edges, and a read-ahead buffer: bounded by the delta and
+//! the tombstones, not by N (checked against `MERGE_MEMORY_BYTES_MAX`).
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::changes::{self, Changes};
+use super::delta::Delta;
+use super::generation::Generation;
+use super::idfile::IdFileWriter;
+use super::idmap::Change;
+use super::ids::ExternalId;
+use super::{Collection, CollectionError, delta_params};
+use crate::distance::{Distance, Metric};
+use crate::element::{Element, ElementType};
+use crate::format::codes::CodesWriter;
+use crate::format::graph::{GraphHeader, GraphWriter};
+use crate::format::pq::{PqFileMeta, write_codebook};
+use crate::format::{FileIdent, SECTOR_BYTES};
+use crate::index::pqspace::PqSpace;
+use crate::index::{
+    CHANGES_FILE, CODES_FILE, FileEntry, GRAPH_FILE, HOT_FILE, IDS_FILE, LAYOUT_FILES,
+    MANIFEST_FILE, Manifest, PQ_FILE,
+};
+use crate::pq::{Codebook, PqParams};
+use crate::search::SearchParams;
+use crate::vamana::{PruneRule, PruneScratch, robust_prune_by};
+
+/// Memory a merge may use besides what the collection already holds.
+pub const MERGE_MEMORY_BYTES_MAX: u64 = 4 << 30;
+/// Beam width of the insert phase's searches.
+const INSERT_BEAM_WIDTH: usize = 4;
+/// Bytes read ahead by the sequential pass over N's graph.
+const READ_AHEAD_BYTES: usize = 8 << 20;
+/// Rows the PQ codebook is retrained on, at most.
+const RETRAIN_SAMPLE_MAX: usize = 100_000;
+const PENDING_MANIFEST: &str = ".manifest.pending";
+
+/// Progress of a merge, phase by phase.
+pub trait MergeProgress: Sync {
+    fn phase(&self, _name: &str, _total: u64) {}
+    fn advance(&self, _done: u64) {}
+}
+
+pub struct NoProgress;
+impl MergeProgress for NoProgress {}
+
+/// What a merge did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct MergeReport {
+    /// "nothing to do", "first build" or "streaming".
+    pub kind: String,
+    pub generation: u64,
+    pub lsn: u64,
+    pub inserted: u64,
+    pub deleted: u64,
+    pub slots: u64,
+    pub free_slots: u64,
+    pub retrained: bool,
+    pub seconds: f64,
+    pub phases: Vec<(String, f64)>,
+}
+
+/// What the merge writes, ready to switch to.
+struct Written {
+    manifest: Manifest,
+    placed: FxHashMap<ExternalId, u32>,
+    report: MergeReport,
+}
+
+/// Removes what an interrupted merge left: generation directories other than
+/// the manifest's (only the layout's file names) and a pending manifest.
+pub fn remove_stale(dir: &Path, current: Option<u64>) -> Result<(), CollectionError> {
+    let _ = std::fs::remove_file(dir.join(PENDING_MANIFEST));
+    let rd = std::fs::read_dir(dir).map_err(|e| CollectionError::io(dir, "list", e))?;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(n) = name.strip_prefix("gen-").and_then(|n| n.parse::<u64>().ok()) else {
+            if name.starts_with(".merge-build") {
+                remove_build_dir(&e.path());
+            }
+            continue;
+        };
+        if Some(n) == current {
+            continue;
+        }
+        let p = e.path();
+        for f in LAYOUT_FILES.iter().chain([IDS_FILE, CHANGES_FILE].iter()) {
+            let _ = std::fs::remove_file(p.join(f));
+        }
+        let _ = std::fs::remove_dir(&p);
+    }
+    Ok(())
+}
+
+/// Removes a first build's work directory (its data file and the index
+/// the build published there), by name.
+fn remove_build_dir(p: &Path) {
+    let _ = std::fs::remove_file(p.join("data.bin"));
+    let idx = p.join("index");
+    if let Ok(rd) = std::fs::read_dir(&idx) {
+        for e in rd.flatten() {
+            let gp = e.path();
+            if gp.is_dir() {
+                for f in LAYOUT_FILES.iter().chain([IDS_FILE, CHANGES_FILE].iter()) {
+                    let _ = std::fs::remove_file(gp.join(f));
+                }
+                let _ = std::fs::remove_dir(&gp);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(idx.join(MANIFEST_FILE));
+    let _ = std::fs::remove_dir(&idx);
+    let _ = std::fs::remove_dir(p);
+}
+
+fn io<'a>(path: &'a Path, op: &'static str) -> impl Fn(std::io::Error) -> CollectionError + 'a {
+    move |e| CollectionError::io(path, op, e)
+}
+
+/// The manifest's entry for a written file.
+fn entry(dir: &Path, name: &str) -> Result<FileEntry, CollectionError> {
+    let p = dir.join(name);
+    Ok(FileEntry {
+        name: name.to_string(),
+        bytes: std::fs::metadata(&p).map_err(io(&p, "stat"))?.len(),
+        xxh3: crate::index::verify::file_xxh3(&p)?,
+    })
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CollectionError> {
+    let mut f = File::create(path).map_err(io(path, "create"))?;
+    f.write_all(bytes).map_err(io(path, "write"))?;
+    f.sync_all().map_err(io(path, "fsync"))
+}
+
+impl Collection {
+    /// Merges the delta and the tombstones into a new generation now (waits
+    /// for a running merge first). Searches and writes go on meanwhile.
+    pub fn merge_now(&self, progress: &dyn MergeProgress) -> Result<MergeReport, CollectionError> {
+        let _one = self.merge_lock.lock();
+        let started = Instant::now();
+        // Freeze, unless an earlier merge failed after freezing (it left
+        // the frozen delta in place: retry exactly that).
+        let (frozen, deletes, generation, lsn) = {
+            let applied = self.applied.lock();
+            let mut st = self.state.write();
+            if st.frozen.is_none() {
+                if st.active.is_empty() && st.tombstones.is_empty() {
+                    return Ok(MergeReport {
+                        kind: "nothing to do".into(),
+                        ..MergeReport::default()
+                    });
+                }
+                let fresh = Delta::new(delta_params(&self.config));
+                st.frozen = Some(Arc::new(std::mem::replace(&mut st.active, fresh)));
+                st.frozen_lsn = *applied;
+                st.frozen_tombstones = st.tombstones.clone();
+                st.tombstones_since_freeze.clear();
+                st.frozen_deleted.clear();
+            }
+            (
+                st.frozen.clone().expect("frozen above"),
+                st.frozen_tombstones.clone(),
+                st.generation.clone(),
+                st.frozen_lsn,
+            )
+        };
+        self.signal_room();
+        let written = match &generation {
+            None if frozen.live() == 0 => {
+                // Nothing to write: the frozen delta held only deleted points.
+                Ok(None)
+            }
+            None => self.first_build(&frozen, lsn, progress).map(Some),
+            Some(g) => self.streaming(g, &frozen, &deletes, lsn, progress).map(Some),
+        };
+        let written = match written {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = std::fs::remove_file(self.dir().join(PENDING_MANIFEST));
+                return Err(e);
+            }
+        };
+        let Some(mut w) = written else {
+            let applied = self.applied.lock();
+            let mut st = self.state.write();
+            st.frozen = None;
+            st.frozen_deleted.clear();
+            drop(applied);
+            return Ok(MergeReport { kind: "nothing to do".into(), ..MergeReport::default() });
+        };
+        self.switch(&w.manifest, &w.placed)?;
+        let m = &mut self.merge.lock();
+        m.done += 1;
+        w.report.seconds = started.elapsed().as_secs_f64();
+        Ok(w.report)
+    }
+
+    /// Switches to the written generation: manifest rename, id map, state.
+    fn switch(
+        &self,
+        manifest: &Manifest,
+        placed: &FxHashMap<ExternalId, u32>,
+    ) -> Result<(), CollectionError> {
+        let dir = self.dir().to_path_buf();
+        let pending = dir.join(PENDING_MANIFEST);
+        let target = dir.join(MANIFEST_FILE);
+        std::fs::rename(&pending, &target).map_err(io(&target, "rename"))?;
+        crate::fsutil::sync_dir(&dir).map_err(io(&dir, "fsync"))?;
+        // The new generation is the collection's now; failing to serve it
+        // from here on needs a reopen.
+        let fail = |e: CollectionError| {
+            let why = format!(
+                "generation {} was written but could not be opened: {e}",
+                manifest.generation
+            );
+            self.poison(why.clone());
+            CollectionError::Poisoned(why)
+        };
+        let g2 = Arc::new(Generation::open(&dir, &self.open_options().index).map_err(fail)?);
+        let ch_path = g2.gen_dir.join(CHANGES_FILE);
+        let ch_bytes = std::fs::read(&ch_path).map_err(io(&ch_path, "read"))?;
+        let ch = changes::decode(&ch_path, &ch_bytes)?;
+        {
+            let applied = self.applied.lock();
+            let mut st = self.state.write();
+            self.idmap().apply(&ch.changes, g2.ident).map_err(|e| fail(e.into()))?;
+            if let Some(old) = st.generation.replace(g2) {
+                old.retire();
+            }
+            let mut t: FxHashSet<u32> = st.tombstones_since_freeze.iter().copied().collect();
+            for id in &st.frozen_deleted {
+                if let Some(&s) = placed.get(id) {
+                    t.insert(s);
+                }
+            }
+            st.tombstones = t;
+            st.tombstones_since_freeze.clear();
+            st.frozen_deleted.clear();
+            st.frozen = None;
+            st.frozen_tombstones.clear();
+            st.generation_lsn = manifest.lsn;
+            drop(applied);
+        }
+        self.signal_room();
+        self.wal().remove_before(manifest.lsn, |_| false)?;
+        Ok(())
+    }
+
+    /// An empty collection's first generation: an ordinary build of the
+    /// frozen delta's points (slot = their order), with its ids and changes.
+    fn first_build(
+        &self,
+        frozen: &Delta,
+        lsn: u64,
+        progress: &dyn MergeProgress,
+    ) -> Result<Written, CollectionError> {
+        let c = self.config().clone();
+        let dir = self.dir().to_path_buf();
+        let work = dir.join(".merge-build");
+        remove_build_dir(&work);
+        std::fs::create_dir_all(&work).map_err(io(&work, "create"))?;
+        let ext = match c.element {
+            ElementType::F32 => "fbin",
+            ElementType::U8 => "u8bin",
+            ElementType::I8 => "i8bin",
+        };
+        let data = work.join(format!("data.{ext}"));
+        let live: Vec<u32> =
+            (0..frozen.len() as u32).filter(|&i| !frozen.point(i).is_deleted()).collect();
+        progress.phase("write points", live.len() as u64);
+        crate::with_element!(c.element, T => {
+            let mut w = crate::vecfile::VectorWriter::<T>::create(&data, c.dim as usize)
+                .map_err(|e| CollectionError::Invalid(e.to_string()))?;
+            for &i in &live {
+                let row: Vec<T> = frozen.vector(i).iter().map(|&x| T::from_f32(x)).collect();
+                w.append(&row).map_err(|e| CollectionError::Invalid(e.to_string()))?;
+            }
+            w.finish().map_err(|e| CollectionError::Invalid(e.to_string()))?;
+        });
+        let opts = crate::index::build::BuildOptions {
+            metric: c.metric,
+            graph: crate::vamana::BuildParams {
+                degree_max: c.degree_max,
+                list_size: c.list_size,
+                alpha: c.alpha,
+                seed: c.seed,
+                ..Default::default()
+            },
+            pq_chunks: c.pq_chunks,
+            ..Default::default()
+        };
+        let out = work.join("index");
+        progress.phase("build", 1);
+        let summary = crate::index::build::build_index(&data, &out, &opts, &())?;
+        let built = crate::index::read_manifest(&out)?;
+        let ident = built.ident();
+        let gen_src = out.join(built.generation_dir());
+        // ids and changes beside the built files.
+        let mut ids = IdFileWriter::create(&gen_src.join(IDS_FILE), live.len() as u64, ident)?;
+        let mut placed = FxHashMap::default();
+        let mut list = Vec::with_capacity(live.len());
+        for (slot, &i) in live.iter().enumerate() {
+            let p = frozen.point(i);
+            ids.append(Some(&p.id))?;
+            placed.insert(p.id.clone(), slot as u32);
+            list.push(Change::Put {
+                id: p.id.clone(),
+                slot: slot as u32,
+                payload: p.payload.clone(),
+            });
+        }
+        ids.finish()?;
+        let ch = Changes { base: None, ident, changes: list };
+        write_synced(&gen_src.join(CHANGES_FILE), &changes::encode(&ch))?;
+        let mut manifest = built.clone();
+        manifest.lsn = lsn;
+        manifest.files.push(entry(&gen_src, IDS_FILE)?);
+        manifest.files.push(entry(&gen_src, CHANGES_FILE)?);
+        crate::fsutil::sync_dir(&gen_src).map_err(io(&gen_src, "fsync"))?;
+        let gen_dst = dir.join(built.generation_dir());
+        std::fs::rename(&gen_src, &gen_dst).map_err(io(&gen_dst, "rename"))?;
+        crate::fsutil::sync_dir(&dir).map_err(io(&dir, "fsync"))?;
+        write_synced(&dir.join(PENDING_MANIFEST), &manifest.encode())?;
+        remove_build_dir(&work);
+        Ok(Written {
+            report: MergeReport {
+                kind: "first build".into(),
+                generation: manifest.generation,
+                lsn,
+                inserted: live.len() as u64,
+                deleted: 0,
+                slots: summary.count,
+                free_slots: 0,
+                retrained: true,
+                seconds: 0.0,
+                phases: summary.phases.clone(),
+            },
+            manifest,
+            placed,
+        })
+    }
+
+    /// The streaming merge of the frozen delta and `deletes` into N+1.
+    fn streaming(
+        &self,
+        g: &Arc<Generation>,
+        frozen: &Delta,
+        deletes: &FxHashSet<u32>,
+        lsn: u64,
+        progress: &dyn MergeProgress,
+    ) -> Result<Written, CollectionError> {
+        let c = self.config().clone();
+        let mut phases = Vec::new();
+        let mut t = Instant::now();
+        let old = g.index.manifest().clone();
+        let header = g.index.header().clone();
+        let n_old = header.count;
+        let r = c.degree_max.min(header.degree_max as usize);
+        let rule = PruneRule { alpha: c.alpha, degree_max: r, saturate: false };
+
+        // Slots: N's free slots and the deleted ones, reused in order.
+        let mut free: BTreeSet<u32> = deletes.iter().copied().collect();
+        if let Some(f) = &g.ids {
+            for (slot, id) in f.scan().enumerate() {
+                if id?.is_none() {
+                    free.insert(slot as u32);
+                }
+            }
+        }
+        let ins: Vec<u32> =
+            (0..frozen.len() as u32).filter(|&i| !frozen.point(i).is_deleted()).collect();
+        let mut slot_of: FxHashMap<u32, u32> = FxHashMap::default();
+        let mut free_iter = free.iter().copied();
+        let mut next_new = n_old;
+        for &i in &ins {
+            let s = match free_iter.next() {
+                Some(s) => s,
+                None => {
+                    let s = u32::try_from(next_new).map_err(|_| {
+                        CollectionError::Invalid("a generation holds at most 2^32 - 1 slots".into())
+                    })?;
+                    next_new += 1;
+                    s
+                }
+            };
+            slot_of.insert(i, s);
+        }
+        let n_new = next_new;
+        let new_at: FxHashMap<u32, u32> = slot_of.iter().map(|(&i, &s)| (s, i)).collect();
+        let still_free: FxHashSet<u32> =
+            free.iter().copied().filter(|s| !new_at.contains_key(s)).collect();
+        let mem = (deletes.len() * r * 4 + ins.len() * r * 16 + free.len() * 24) as u64
+            + READ_AHEAD_BYTES as u64;
+        if mem > MERGE_MEMORY_BYTES_MAX {
+            return Err(CollectionError::Invalid(format!(
+                "the merge would need about {mem} bytes, over MERGE_MEMORY_BYTES_MAX ({MERGE_MEMORY_BYTES_MAX}): merge more often"
+            )));
+        }
+
+        // The space the graph's distances live in, and whether to retrain PQ.
+        let dim = c.dim as usize;
+        let mut norm_max = header.ip_norm_max;
+        if c.metric == Metric::InnerProduct {
+            for &i in &ins {
+                let v = frozen.vector(i);
+                norm_max = norm_max.max(v.iter().map(|x| x * x).sum::<f32>().sqrt());
+            }
+        }
+        let over_norm = c.metric == Metric::InnerProduct && norm_max > header.ip_norm_max;
+        let trained = old.pq_trained_points.unwrap_or(old.count);
+        let live_after = n_new - still_free.len() as u64;
+        let retrain = over_norm || live_after as f64 > trained as f64 * c.retrain_growth_factor;
+        let space = PqSpace::new(c.metric, norm_max);
+        let to_space = |v: &[f32]| {
+            let mut out = Vec::with_capacity(dim + 1);
+            space.push_row(v.iter().copied(), &mut out);
+            out
+        };
+        let old_cb = g.index.codebook();
+        let codes = g.index.codes();
+        let decoded = |s: u32| {
+            let mut out = vec![0.0; old_cb.dim()];
+            old_cb.decode(codes.row(s), &mut out);
+            if out.len() < dim + usize::from(c.metric == Metric::InnerProduct) {
+                out.push(0.0);
+            }
+            out
+        };
+        let l2 = Distance::<f32>::new(Metric::L2);
+
+        // Deleted nodes' out-neighbours (the delete phase's replacements).
+        progress.phase("read deleted", deletes.len() as u64);
+        let mut del_adj: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+        for &d in deletes {
+            if u64::from(d) < n_old {
+                let (_, nb) = g.read_record(d)?;
+                del_adj.insert(d, nb);
+            }
+        }
+        phases.push(("read deleted".to_string(), t.elapsed().as_secs_f64()));
+
+        // Insert phase.
+        t = Instant::now();
+        progress.phase("insert", ins.len() as u64);
+        let params =
+            SearchParams { k: 1, list_size: c.list_size.max(1), beam_width: INSERT_BEAM_WIDTH };
+        let dead = |s: u32| deletes.contains(&s) || still_free.contains(&s) || free.contains(&s);
+        let out_edges: Vec<(u32, Vec<u32>)> = ins
+            .par_iter()
+            .map(|&i| -> Result<(u32, Vec<u32>), CollectionError> {
+                let x = to_space(frozen.vector(i));
+                let mut seen: Vec<(u32, Vec<f32>)> = Vec::new();
+                g.with_searcher(|s| {
+                    let mut visit = |id: u32, _d: f32, v: &[f32]| seen.push((id, v.to_vec()));
+                    let mut hooks =
+                        crate::search::SearchHooks { accept: None, visit: Some(&mut visit) };
+                    g.index.search_with(s, frozen.vector(i), &params, &mut hooks)?;
+                    Ok(())
+                })?;
+                let me = slot_of[&i];
+                let mut vecs: FxHashMap<u32, Vec<f32>> = FxHashMap::default();
+                let mut cands = Vec::new();
+                for (id, v) in seen {
+                    if dead(id) {
+                        continue;
+                    }
+                    let v = to_space(&v);
+                    cands.push((id, l2.eval(&x, &v)));
+                    vecs.insert(id, v);
+                }
+                for &j in frozen.neighbors(i) {
+                    if let Some(&sj) = slot_of.get(&j) {
+                        let v = to_space(frozen.vector(j));
+                        cands.push((sj, l2.eval(&x, &v)));
+                        vecs.insert(sj, v);
+                    }
+                }
+                let mut out = Vec::new();
+                let mut scratch = PruneScratch::default();
+                robust_prune_by(me, cands, rule, &mut scratch, &mut out, |a, b| {
+                    l2.eval(&vecs[&a], &vecs[&b])
+                });
+                Ok((me, out))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut edges: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+        let mut backs: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+        for (me, out) in out_edges {
+            for &j in &out {
+                backs.entry(j).or_default().push(me);
+            }
+            edges.insert(me, out);
+        }
+        phases.push(("insert".to_string(), t.elapsed().as_secs_f64()));
+
+        // Retrain the codebook when due (sample: new points, then disk nodes).
+        t = Instant::now();
+        let new_cb: Option<Codebook> = if retrain {
+            progress.phase("retrain pq", 1);
+            let mut sample: Vec<f32> = Vec::new();
+            let mut rows = 0usize;
+            for &i in ins.iter().take(RETRAIN_SAMPLE_MAX) {
+                space.push_row(frozen.vector(i).iter().copied(), &mut sample);
+                rows += 1;
+            }
+            let want = RETRAIN_SAMPLE_MAX.saturating_sub(rows);
+            let step = (n_old as usize / want.max(1)).max(1);
+            let mut s = 0u64;
+            while s < n_old && rows < RETRAIN_SAMPLE_MAX {
+                let slot = s as u32;
+                if !dead(slot) {
+                    let v = g.read_vector(slot)?;
+                    space.push_row(v.iter().copied(), &mut sample);
+                    rows += 1;
+                }
+                s += step as u64;
+            }
+            let cb = Codebook::train(&sample, space.dim(dim), &PqParams::new(c.pq_chunks, c.seed))
+                .map_err(|e| CollectionError::Invalid(e.to_string()))?;
+            Some(cb)
+        } else {
+            None
+        };
+        phases.push(("retrain".to_string(), t.elapsed().as_secs_f64()));
+
+        // The sequential pass writing N+1.
+        t = Instant::now();
+        progress.phase("write", n_new);
+        let ident = FileIdent::new_random(old.generation + 1);
+        let gen_dir = self.dir().join(format!("gen-{}", ident.generation));
+        remove_stale(self.dir(), Some(old.generation))?;
+        std::fs::create_dir_all(&gen_dir).map_err(io(&gen_dir, "create"))?;
+        let mut medoid = header.medoid;
+        if dead(medoid) {
+            medoid = del_adj
+                .get(&medoid)
+                .and_then(|nb| nb.iter().copied().find(|&s| !dead(s)))
+                .or_else(|| (0..n_old as u32).find(|&s| !dead(s)))
+                .or_else(|| edges.keys().min().copied())
+                .ok_or_else(|| CollectionError::Invalid("a merge would leave no points".into()))?;
+        }
+        let new_header = GraphHeader {
+            count: n_new,
+            medoid,
+            ident,
+            ip_norm_max: if c.metric == Metric::InnerProduct { norm_max } else { 0.0 },
+            ..header.clone()
+        };
+        let cb: &Codebook = new_cb.as_ref().unwrap_or(old_cb);
+        let mut gw = GraphWriter::create(&gen_dir.join(GRAPH_FILE), &new_header)?;
+        let mut cw = CodesWriter::create(&gen_dir.join(CODES_FILE), cb.chunks(), n_new, ident)?;
+        let mut iw = IdFileWriter::create(&gen_dir.join(IDS_FILE), n_new, ident)?;
+        let mut old_ids = g.ids.as_ref().map(|f| f.scan());
+        let mut reader = SeqRecords::new(g)?;
+        let mut scratch = PruneScratch::default();
+        let mut code = vec![0u8; cb.chunks()];
+        let mut pq_row = Vec::with_capacity(dim + 1);
+        let zero = vec![0.0f32; dim];
+        let mut changes_list = Vec::new();
+        let mut removed: Vec<ExternalId> = Vec::new();
+        let mut placed = FxHashMap::default();
+        let mut nbrs: Vec<u32> = Vec::new();
+        let mut pruned: Vec<u32> = Vec::new();
+        for s in 0..n_new as u32 {
+            let old_id = match old_ids.as_mut() {
+                Some(it) if u64::from(s) < n_old => it.next().transpose()?.flatten(),
+                None if u64::from(s) < n_old => Some(ExternalId::Num(u64::from(s))),
+                _ => None,
+            };
+            let old_rec = if u64::from(s) < n_old { Some(reader.next_record(s)?) } else { None };
+            let (vector, id): (Vec<f32>, Option<ExternalId>) = if let Some(&i) = new_at.get(&s) {
+                // A new point.
+                let p = frozen.point(i);
+                let me = to_space(frozen.vector(i));
+                nbrs.clear();
+                nbrs.extend_from_slice(&edges[&s]);
+                nbrs.extend(backs.get(&s).into_iter().flatten().copied());
+                nbrs.sort_unstable();
+                nbrs.dedup();
+                if nbrs.len() > r {
+                    prune_approx(&me, s, &nbrs, rule, &mut scratch, &mut pruned, &l2, |x| {
+                        new_vector(x, &new_at, frozen, &to_space).unwrap_or_else(|| decoded(x))
+                    });
+                    std::mem::swap(&mut nbrs, &mut pruned);
+                }
+                if let Some(old) = &old_id {
+                    removed.push(old.clone());
+                }
+                changes_list.push(Change::Put {
+                    id: p.id.clone(),
+                    slot: s,
+                    payload: p.payload.clone(),
+                });
+                placed.insert(p.id.clone(), s);
+                (frozen.vector(i).to_vec(), Some(p.id.clone()))
+            } else if let (false, Some((v, nb))) = (still_free.contains(&s), old_rec) {
+                let me = to_space(&v);
+                nbrs.clear();
+                let mut changed = false;
+                for &n in &nb {
+                    if deletes.contains(&n) {
+                        changed = true;
+                        if let Some(rep) = del_adj.get(&n) {
+                            nbrs.extend(
+                                rep.iter().copied().filter(|&x| x != s && !deletes.contains(&x)),
+                            );
+                        }
+                    } else {
+                        nbrs.push(n);
+                    }
+                }
+                if let Some(b) = backs.get(&s) {
+                    nbrs.extend_from_slice(b);
+                    changed = true;
+                }
+                nbrs.sort_unstable();
+                nbrs.dedup();
+                if changed && nbrs.len() > r {
+                    prune_approx(&me, s, &nbrs, rule, &mut scratch, &mut pruned, &l2, |x| {
+                        new_vector(x, &new_at, frozen, &to_space).unwrap_or_else(|| decoded(x))
+                    });
+                    std::mem::swap(&mut nbrs, &mut pruned);
+                }
+                (v, old_id.clone())
+            } else {
+                nbrs.clear();
+                if deletes.contains(&s)
+                    && let Some(old) = &old_id
+                {
+                    removed.push(old.clone());
+                }
+                (zero.clone(), None)
+            };
+            crate::with_element!(c.element, T => {
+                let row: Vec<T> = vector.iter().map(|&x| T::from_f32(x)).collect();
+                gw.append(&row, &nbrs)?;
+            });
+            // Codes.
+            if id.is_none() {
+                code.fill(0);
+            } else if new_cb.is_some() || new_at.contains_key(&s) {
+                pq_row.clear();
+                space.push_row(vector.iter().copied(), &mut pq_row);
+                cb.encode(&pq_row, &mut code);
+            } else {
+                code.copy_from_slice(codes.row(s));
+            }
+            cw.append(&code)?;
+            iw.append(id.as_ref())?;
+            if s % 65_536 == 0 {
+                progress.advance(u64::from(s));
+            }
+        }
+        gw.finish()?;
+        cw.finish()?;
+        iw.finish()?;
+        let meta = PqFileMeta { ident, metric: c.metric, ip_norm_max: new_header.ip_norm_max };
+        write_codebook(&gen_dir.join(PQ_FILE), cb, &meta)?;
+        let hot_path = g.gen_dir.join(HOT_FILE);
+        let hot_bytes = std::fs::read(&hot_path).map_err(io(&hot_path, "read"))?;
+        let (_, hot) = crate::format::hot::decode_hot(&hot_path, &hot_bytes)?;
+        let hot: Vec<u32> = hot.into_iter().filter(|&s| !still_free.contains(&s)).collect();
+        write_synced(&gen_dir.join(HOT_FILE), &crate::format::hot::encode_hot(&hot, ident))?;
+        // Removals first, and never of an id this merge placed again (an
+        // upsert of an existing id moves it to a new slot).
+        let mut all: Vec<Change> = removed
+            .into_iter()
+            .filter(|id| !placed.contains_key(id))
+            .map(|id| Change::Remove { id })
+            .collect();
+        all.extend(changes_list);
+        let ch = Changes { base: Some(g.ident), ident, changes: all };
+        write_synced(&gen_dir.join(CHANGES_FILE), &changes::encode(&ch))?;
+        crate::fsutil::sync_dir(&gen_dir).map_err(io(&gen_dir, "fsync"))?;
+        phases.push(("write".to_string(), t.elapsed().as_secs_f64()));
+
+        let mut files = Vec::new();
+        for name in LAYOUT_FILES.iter().chain([IDS_FILE, CHANGES_FILE].iter()) {
+            files.push(entry(&gen_dir, name)?);
+        }
+        let manifest = Manifest {
+            build_id: ident.build_id_hex(),
+            generation: ident.generation,
+            lsn,
+            count: n_new,
+            ip_norm_max: new_header.ip_norm_max,
+            files,
+            pq_trained_points: Some(if retrain { live_after } else { trained }),
+            ..old.clone()
+        };
+        write_synced(&self.dir().join(PENDING_MANIFEST), &manifest.encode())?;
+        Ok(Written {
+            report: MergeReport {
+                kind: "streaming".into(),
+                generation: ident.generation,
+                lsn,
+                inserted: ins.len() as u64,
+                deleted: deletes.len() as u64,
+                slots: n_new,
+                free_slots: still_free.len() as u64,
+                retrained: retrain,
+                seconds: 0.0,
+                phases,
+            },
+            manifest,
+            placed,
+        })
+    }
+}
+
+/// The exact vector (in the graph's space) of slot `x` if a new point holds it.
+fn new_vector(
+    x: u32,
+    new_at: &FxHashMap<u32, u32>,
+    frozen: &Delta,
+    to_space: &impl Fn(&[f32]) -> Vec<f32>,
+) -> Option<Vec<f32>> {
+    new_at.get(&x).map(|&i| to_space(frozen.vector(i)))
+}
+
+/// RobustPrune of `s` (vector `me`) over `nbrs`, scoring candidates by
+/// `vector_of` (exact for new points, PQ reconstructions for old ones).
+#[allow(clippy::too_many_arguments)]
+fn prune_approx(
+    me: &[f32],
+    s: u32,
+    nbrs: &[u32],
+    rule: PruneRule,
+    scratch: &mut PruneScratch,
+    out: &mut Vec<u32>,
+    l2: &Distance<f32>,
+    vector_of: impl Fn(u32) -> Vec<f32>,
+) {
+    let vecs: FxHashMap<u32, Vec<f32>> = nbrs.iter().map(|&x| (x, vector_of(x))).collect();
+    let cands: Vec<(u32, f32)> = nbrs.iter().map(|&x| (x, l2.eval(me, &vecs[&x]))).collect();
+    robust_prune_by(s, cands, rule, scratch, out, |a, b| l2.eval(&vecs[&a], &vecs[&b]));
+}
+
+/// Reads N's graph records in slot order through a read-ahead buffer.
+struct SeqRecords<'a> {
+    g: &'a Generation,
+    file: File,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    buf_at: u64,
+    path: std::path::PathBuf,
+}
+
+impl<'a> SeqRecords<'a> {
+    fn new(g: &'a Generation) -> Result<SeqRecords<'a>, CollectionError> {
+        let path = g.gen_dir.join(GRAPH_FILE);
+        let file = File::open(&path).map_err(io(&path, "open"))?;
+        Ok(SeqRecords { g, file, buf: Vec::new(), buf_at: 0, path })
+    }
+
+    /// The vector and neighbours of `slot` (called in increasing order).
+    fn next_record(&mut self, slot: u32) -> Result<(Vec<f32>, Vec<u32>), CollectionError> {
+        let layout = self.g.index.layout();
+        let at = layout.record_offset(slot);
+        let len = layout.record_bytes as usize;
+        if at < self.buf_at || at + len as u64 > self.buf_at + self.buf.len() as u64 {
+            let start = at - at % SECTOR_BYTES as u64;
+            let file_len = layout.file_bytes();
+            let want = (READ_AHEAD_BYTES as u64)
+                .max(len as u64 + SECTOR_BYTES as u64)
+                .min(file_len - start);
+            self.buf.resize(want as usize, 0);
+            self.file.read_exact_at(&mut self.buf, start).map_err(io(&self.path, "read"))?;
+            self.buf_at = start;
+        }
+        let off = (at - self.buf_at) as usize;
+        decode_record(self.g, slot, &self.buf[off..off + len], &self.path)
+    }
+}
+
+fn decode_record(
+    g: &Generation,
+    slot: u32,
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(Vec<f32>, Vec<u32>), CollectionError> {
+    let layout = g.index.layout();
+    let rec = layout
+        .decode_record(slot, bytes, true)
+        .map_err(|f| CollectionError::Corrupt(format!("{}: node {slot}: {f}", path.display())))?;
+    let dim = g.index.dim();
+    let v = crate::with_element!(g.index.element_type(), T => {
+        let mut v = vec![T::default(); dim];
+        rec.vector_into(&mut v);
+        v.iter().map(|x| x.to_f32()).collect::<Vec<f32>>()
+    });
+    Ok((v, rec.neighbors().collect()))
+}
+
+impl Generation {
+    /// The vector and neighbours of `slot` (one read).
+    pub fn read_record(&self, slot: u32) -> Result<(Vec<f32>, Vec<u32>), CollectionError> {
+        let layout = self.index.layout();
+        let mut buf = vec![0u8; layout.record_bytes as usize];
+        let path = self.gen_dir.join(GRAPH_FILE);
+        let f = File::open(&path).map_err(io(&path, "open"))?;
+        f.read_exact_at(&mut buf, layout.record_offset(slot)).map_err(io(&path, "read"))?;
+        decode_record(self, slot, &buf, &path)
+    }
+}
+
+#[allow(dead_code)]
+fn _element_used<T: Element>() {}

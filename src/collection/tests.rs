@@ -1,0 +1,302 @@
+//! The collection end to end in-process: writes visible at once, replay on
+//! reopen, upsert-replaces, deletes, first build and streaming merges
+//! (recall against brute force, verify, slot reuse), import, and an index
+//! made by `basalt build` opened as a collection.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustc_hash::FxHashSet;
+
+use super::*;
+use crate::synth::Mixture;
+
+const DIM: usize = 16;
+
+fn config() -> CollectionConfig {
+    let mut c = CollectionConfig::new(DIM as u32, Metric::L2, ElementType::F32);
+    c.degree_max = 16;
+    c.list_size = 40;
+    c.pq_chunks = 8;
+    c
+}
+
+fn open(dir: &Path) -> Arc<Collection> {
+    let opts = CollectionOptions { no_auto_merge: true, ..CollectionOptions::default() };
+    Collection::open(dir, opts).unwrap()
+}
+
+fn data(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let m = Mixture::new(DIM, 8, 3).unwrap();
+    let flat: Vec<f32> = m.block::<f32>(seed, 0, 0, n);
+    flat.chunks_exact(DIM).map(|c| c.to_vec()).collect()
+}
+
+fn points(vs: &[Vec<f32>], first: u64) -> Vec<PointIn> {
+    vs.iter()
+        .enumerate()
+        .map(|(i, v)| PointIn {
+            id: ExternalId::Num(first + i as u64),
+            vector: v.clone(),
+            payload: Some(serde_json::json!({"n": first + i as u64})),
+        })
+        .collect()
+}
+
+fn params(k: usize) -> SearchParams {
+    SearchParams { k, list_size: 60, beam_width: 4 }
+}
+
+/// recall@10 of the collection against brute force over `live`.
+fn recall(c: &Collection, live: &[(u64, Vec<f32>)], queries: &[Vec<f32>]) -> f64 {
+    let l2 = crate::distance::Distance::<f32>::new(Metric::L2);
+    let mut hit = 0usize;
+    for q in queries {
+        let mut exact: Vec<(f32, u64)> = live.iter().map(|(id, v)| (l2.eval(q, v), *id)).collect();
+        exact.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let want: FxHashSet<u64> = exact.iter().take(10).map(|x| x.1).collect();
+        for h in c.search(q, &params(10), false, None).unwrap() {
+            if let ExternalId::Num(n) = h.id
+                && want.contains(&n)
+            {
+                hit += 1;
+            }
+        }
+    }
+    hit as f64 / (10 * queries.len()) as f64
+}
+
+/// An empty collection takes writes at once; they survive a reopen (WAL
+/// replay); upsert replaces; deleting a missing id finds nothing.
+#[test]
+fn empty_collection_writes_replay_and_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c");
+    Collection::create(&p, &config()).unwrap();
+    let vs = data(300, 1);
+    {
+        let c = open(&p);
+        assert_eq!(c.count(), 0);
+        assert!(c.search(&vs[0], &params(5), false, None).unwrap().is_empty());
+        let a = c.upsert(&points(&vs[..200], 0)).unwrap();
+        assert_eq!(a.points, 200);
+        assert_eq!(c.count(), 200);
+        let hits = c.search(&vs[7], &params(1), true, None).unwrap();
+        assert_eq!(hits[0].id, ExternalId::Num(7));
+        assert_eq!(hits[0].payload.as_deref(), Some("{\"n\":7}"));
+        // Replace id 7 with another vector.
+        let moved = PointIn { id: ExternalId::Num(7), vector: vs[250].clone(), payload: None };
+        c.upsert(&[moved]).unwrap();
+        assert_eq!(c.count(), 200);
+        let got = c.get(&ExternalId::Num(7)).unwrap().unwrap();
+        assert_eq!(got.vector, vs[250]);
+        assert_eq!(got.payload, None);
+        let hits = c.search(&vs[7], &params(3), false, None).unwrap();
+        assert!(hits.iter().all(|h| h.distance > 0.0), "the old vector of 7 is gone");
+        assert_eq!(c.delete(&[ExternalId::Num(9), ExternalId::Num(1_000)]).unwrap().points, 1);
+        assert!(c.get(&ExternalId::Num(9)).unwrap().is_none());
+        assert_eq!(c.count(), 199);
+        // Bad input writes nothing.
+        let bad = PointIn { id: ExternalId::Num(5), vector: vec![1.0; DIM + 1], payload: None };
+        assert!(matches!(c.upsert(&[bad]), Err(CollectionError::Invalid(_))));
+        let nan = PointIn { id: ExternalId::Num(5), vector: vec![f32::NAN; DIM], payload: None };
+        assert!(matches!(c.upsert(&[nan]), Err(CollectionError::Invalid(_))));
+        let arr = PointIn {
+            id: ExternalId::Num(5),
+            vector: vs[5].clone(),
+            payload: Some(serde_json::json!([1])),
+        };
+        assert!(matches!(c.upsert(&[arr]), Err(CollectionError::Invalid(_))));
+        // A second process cannot open it.
+        assert!(matches!(
+            Collection::open(&p, CollectionOptions::default()),
+            Err(CollectionError::Locked(_))
+        ));
+    }
+    let c = open(&p);
+    assert_eq!(c.count(), 199);
+    assert_eq!(c.get(&ExternalId::Num(7)).unwrap().unwrap().vector, vs[250]);
+    assert!(c.get(&ExternalId::Num(9)).unwrap().is_none());
+    assert_eq!(c.get(&ExternalId::Num(8)).unwrap().unwrap().vector, vs[8]);
+    let ids = c.scroll(None, 5).unwrap();
+    assert_eq!(ids, [0, 1, 2, 3, 4].map(ExternalId::Num).to_vec());
+    let next = c.scroll(Some(&ExternalId::Num(8)), 2).unwrap();
+    assert_eq!(next, vec![ExternalId::Num(10), ExternalId::Num(11)]);
+}
+
+/// The first merge builds generation 0; churn merges reuse freed slots,
+/// keep every live point findable, never return a deleted one, pass
+/// `verify`, and keep recall close to brute force; all of it survives a
+/// reopen.
+#[test]
+fn merges_keep_points_and_recall() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c");
+    Collection::create(&p, &config()).unwrap();
+    let vs = data(3000, 2);
+    let queries = data(40, 99);
+    let c = open(&p);
+    for chunk in 0..4 {
+        let lo = chunk * 500;
+        c.upsert(&points(&vs[lo..lo + 500], lo as u64)).unwrap();
+    }
+    let r = c.merge_now(&merge::NoProgress).unwrap();
+    assert_eq!(r.kind, "first build");
+    assert_eq!(c.stats().generation, Some(0));
+    assert_eq!(c.count(), 2000);
+    let mut live: Vec<(u64, Vec<f32>)> = (0..2000).map(|i| (i as u64, vs[i].clone())).collect();
+    let r0 = recall(&c, &live, &queries);
+    assert!(r0 > 0.9, "recall after the first build {r0}");
+    crate::index::verify::verify_index(&p).unwrap();
+
+    // Three churn cycles: delete 10%, insert 10% new, merge.
+    let mut next = 2000usize;
+    for cycle in 0..3 {
+        let del: Vec<ExternalId> =
+            live.iter().skip(cycle).step_by(10).map(|(id, _)| ExternalId::Num(*id)).collect();
+        let gone: FxHashSet<u64> =
+            del.iter().map(|e| if let ExternalId::Num(n) = e { *n } else { 0 }).collect();
+        assert_eq!(c.delete(&del).unwrap().points, del.len());
+        live.retain(|(id, _)| !gone.contains(id));
+        c.upsert(&points(&vs[next..next + 200], next as u64)).unwrap();
+        live.extend((next..next + 200).map(|i| (i as u64, vs[i].clone())));
+        next += 200;
+        // Visible before the merge.
+        assert_eq!(c.count(), live.len() as u64);
+        let before = c.stats();
+        let r = c.merge_now(&merge::NoProgress).unwrap();
+        assert_eq!(r.kind, "streaming");
+        let after = c.stats();
+        assert_eq!(after.generation, Some(cycle as u64 + 1));
+        assert_eq!(after.tombstones, 0);
+        assert_eq!(after.delta_points, 0);
+        // Freed slots were reused: the graph grew by inserts - deletes at most.
+        assert!(
+            after.disk_slots <= before.disk_slots + 200,
+            "{} -> {}",
+            before.disk_slots,
+            after.disk_slots
+        );
+        assert_eq!(c.count(), live.len() as u64);
+        crate::index::verify::verify_index(&p).unwrap();
+        for (id, v) in live.iter().step_by(37) {
+            let got = c.get(&ExternalId::Num(*id)).unwrap().unwrap();
+            assert_eq!(&got.vector, v, "id {id}");
+            assert_eq!(got.payload, Some(format!("{{\"n\":{id}}}")));
+        }
+        for g in gone.iter().take(20) {
+            assert!(c.get(&ExternalId::Num(*g)).unwrap().is_none(), "deleted {g} is back");
+        }
+        let rc = recall(&c, &live, &queries);
+        assert!(rc > r0 - 0.05, "cycle {cycle}: recall {rc} against {r0} after the first build");
+        for q in &queries[..10] {
+            for h in c.search(q, &params(10), false, None).unwrap() {
+                let ExternalId::Num(n) = h.id else { panic!() };
+                assert!(!gone.contains(&n), "deleted {n} returned");
+            }
+        }
+    }
+    // Old generations' files are gone once nothing holds them.
+    assert!(!p.join("gen-0").exists());
+    drop(c);
+    let c = open(&p);
+    assert_eq!(c.count(), live.len() as u64);
+    let all = c.scroll(None, SCROLL_LIMIT_MAX).unwrap();
+    assert_eq!(all.len(), live.len());
+    let mut want: Vec<u64> = live.iter().map(|x| x.0).collect();
+    want.sort_unstable();
+    assert_eq!(all, want.into_iter().map(ExternalId::Num).collect::<Vec<_>>());
+}
+
+/// Writes during a merge land in the fresh delta and are kept; deletes of
+/// frozen points during the merge are tombstoned in the new generation.
+#[test]
+fn writes_during_a_merge_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c");
+    Collection::create(&p, &config()).unwrap();
+    let vs = data(1600, 5);
+    let c = open(&p);
+    c.upsert(&points(&vs[..1000], 0)).unwrap();
+    c.merge_now(&merge::NoProgress).unwrap();
+    c.upsert(&points(&vs[1000..1300], 1000)).unwrap();
+    let c2 = Arc::clone(&c);
+    let t = std::thread::spawn(move || c2.merge_now(&merge::NoProgress).unwrap());
+    // Meanwhile: new points, a delete of a frozen point and of a disk point.
+    c.upsert(&points(&vs[1300..1400], 1300)).unwrap();
+    c.delete(&[ExternalId::Num(1005), ExternalId::Num(3)]).unwrap();
+    t.join().unwrap();
+    assert_eq!(c.count(), 1400 - 2);
+    assert!(c.get(&ExternalId::Num(1005)).unwrap().is_none());
+    assert!(c.get(&ExternalId::Num(3)).unwrap().is_none());
+    assert_eq!(c.get(&ExternalId::Num(1350)).unwrap().unwrap().vector, vs[1350]);
+    drop(c);
+    let c = open(&p);
+    assert_eq!(c.count(), 1400 - 2);
+    assert!(c.get(&ExternalId::Num(1005)).unwrap().is_none());
+    c.merge_now(&merge::NoProgress).unwrap();
+    assert_eq!(c.count(), 1400 - 2);
+    assert!(c.get(&ExternalId::Num(1005)).unwrap().is_none());
+    assert_eq!(c.get(&ExternalId::Num(1350)).unwrap().unwrap().vector, vs[1350]);
+    crate::index::verify::verify_index(&p).unwrap();
+}
+
+/// An index made by `basalt build` opens as a collection (id = row) and an
+/// import keeps the ids and payloads it was given.
+#[test]
+fn built_index_and_import_open_as_collections() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mixture::new(DIM, 4, 1).unwrap();
+    let base = dir.path().join("b.fbin");
+    crate::synth::write_stream::<f32>(&m, &base, 500, 1, crate::synth::STREAM_BASE, &|_| {})
+        .unwrap();
+    let opts = crate::index::build::BuildOptions {
+        graph: crate::vamana::BuildParams { degree_max: 16, list_size: 32, ..Default::default() },
+        pq_chunks: 4,
+        ..Default::default()
+    };
+    let idx = dir.path().join("idx");
+    crate::index::build::build_index(&base, &idx, &opts, &()).unwrap();
+    let file = crate::vecfile::VectorFile::open(&base).unwrap();
+    let mut row = Vec::new();
+    file.read_rows_f32(42, 1, &mut row).unwrap();
+    {
+        let c = open(&idx);
+        assert_eq!(c.count(), 500);
+        assert_eq!(c.get(&ExternalId::Num(42)).unwrap().unwrap().vector, row);
+        assert_eq!(c.search(&row, &params(1), false, None).unwrap()[0].id, ExternalId::Num(42));
+        c.delete(&[ExternalId::Num(42)]).unwrap();
+        c.merge_now(&merge::NoProgress).unwrap();
+        assert!(c.get(&ExternalId::Num(42)).unwrap().is_none());
+        assert_eq!(c.count(), 499);
+    }
+    let ids: Vec<ExternalId> = (0..500)
+        .map(|i| {
+            if i % 2 == 0 {
+                ExternalId::Num(1_000_000 + i)
+            } else {
+                ExternalId::from_string(&format!("s{i}")).unwrap()
+            }
+        })
+        .collect();
+    let pays: Vec<Option<serde_json::Value>> =
+        (0..500).map(|i| (i % 3 == 0).then(|| serde_json::json!({"i": i}))).collect();
+    let coll = dir.path().join("imp");
+    import::import(&base, Some(ids.clone()), Some(pays), &coll, &opts).unwrap();
+    let c = open(&coll);
+    assert_eq!(c.count(), 500);
+    let got = c.get(&ids[42]).unwrap().unwrap();
+    assert_eq!(got.vector, row);
+    assert_eq!(got.payload.as_deref(), Some("{\"i\":42}"));
+    assert_eq!(c.search(&row, &params(1), true, None).unwrap()[0].id, ids[42]);
+    assert!(c.get(&ExternalId::Num(42)).unwrap().is_none());
+    // Duplicate ids are refused and leave nothing behind.
+    let mut dup = ids.clone();
+    dup[7] = dup[3].clone();
+    let bad = dir.path().join("dup");
+    assert!(matches!(
+        import::import(&base, Some(dup), None, &bad, &opts),
+        Err(CollectionError::Invalid(_))
+    ));
+    assert!(!bad.exists());
+}
