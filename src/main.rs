@@ -8,6 +8,14 @@ mod commands;
 fn main() {
     let cli = basalt::cli::Cli::parse();
     if let Err(e) = run(cli) {
+        // A reader that went away (`basalt list | head`) is not an error.
+        let broken_pipe = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            std::process::exit(0);
+        }
         eprintln!("error: {}", error_chain(&e));
         std::process::exit(1);
     }
