@@ -187,7 +187,7 @@ fn insert_killed_at_random_moments_loses_no_acknowledged_write() {
             wait,
         );
         // Every "acked X" line: ids first..=X are durable.
-        if let Some(last) = out.lines().filter_map(|l| l.strip_prefix("acked ")).last() {
+        if let Some(last) = out.lines().filter_map(|l| l.strip_prefix("acked ")).next_back() {
             let hi: u64 = last.split(' ').next().unwrap().parse().unwrap();
             acked.extend(first..=hi);
         }

@@ -47,7 +47,7 @@ use crate::distance::{Metric, normalize};
 use crate::element::ElementType;
 use crate::format::FormatError;
 use crate::index::{CHANGES_FILE, IndexError, MANIFEST_FILE};
-use crate::search::{OpenOptions, SearchError, SearchHooks, SearchParams};
+use crate::search::{OpenOptions, QueryStats, SearchError, SearchHooks, SearchParams};
 use crate::vecfile::NORM_SQUARED_MAX;
 use crate::wal::{Lsn, RealFs, RecordKind, Wal, WalError, WalOptions};
 
@@ -713,7 +713,19 @@ impl Collection {
         with_payload: bool,
         filter: Option<&dyn Fn(&ExternalId) -> bool>,
     ) -> Result<Vec<Hit>, CollectionError> {
+        Ok(self.search_stats(query, params, with_payload, filter)?.0)
+    }
+
+    /// [`Self::search`], with what the disk part of the search cost.
+    pub fn search_stats(
+        &self,
+        query: &[f32],
+        params: &SearchParams,
+        with_payload: bool,
+        filter: Option<&dyn Fn(&ExternalId) -> bool>,
+    ) -> Result<(Vec<Hit>, QueryStats), CollectionError> {
         params.validate()?;
+        let mut stats = QueryStats::default();
         let q = check_vector(&self.config, query, "query")?;
         let st = self.state.read();
         // (distance, where, id) from every source.
@@ -725,6 +737,7 @@ impl Collection {
                 let mut hooks = SearchHooks { accept: Some(&accept), visit: None };
                 Ok(g.index.search_with(s, &q, params, &mut hooks)?)
             })?;
+            stats = r.stats;
             for (&slot, &d) in r.ids.iter().zip(&r.distances) {
                 if let Some(id) = g.external_id(slot)? {
                     let payload = if with_payload { self.idmap.payload(&id)? } else { None };
@@ -749,7 +762,7 @@ impl Collection {
                 break;
             }
         }
-        Ok(out)
+        Ok((out, stats))
     }
 
     pub fn stats(&self) -> Stats {

@@ -300,3 +300,106 @@ fn built_index_and_import_open_as_collections() {
     ));
     assert!(!bad.exists());
 }
+
+/// Past `delta_bytes_max` a write waits `write_wait_ms_max` for a merge and
+/// then gets a clear "busy" error, writing nothing; a merge makes room.
+#[test]
+fn a_full_delta_answers_busy_until_a_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c");
+    let mut cfg = config();
+    cfg.delta_bytes_max = 1 << 20;
+    cfg.write_wait_ms_max = 50;
+    Collection::create(&p, &cfg).unwrap();
+    let c = open(&p);
+    let vs = data(8000, 4);
+    let mut written = 0;
+    let err = loop {
+        match c.upsert(&points(&vs[written..written + 500], written as u64)) {
+            Ok(_) => written += 500,
+            Err(e) => break e,
+        }
+        assert!(written < 8000, "the delta never filled");
+    };
+    assert!(matches!(err, CollectionError::Busy(_)), "{err}");
+    assert!(err.to_string().contains("delta_bytes_max"), "{err}");
+    assert_eq!(c.count(), written as u64, "a refused batch wrote nothing");
+    assert!(c.stats().delta_bytes <= 1 << 20);
+    c.merge_now(&merge::NoProgress).unwrap();
+    c.upsert(&points(&vs[written..written + 500], written as u64)).unwrap();
+    assert_eq!(c.count(), written as u64 + 500);
+}
+
+/// A merge retrains PQ once the points outgrow the codebook's training set
+/// by `retrain_growth_factor`, and not before; recall holds either way.
+#[test]
+fn merge_retrains_pq_past_the_growth_factor() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c");
+    Collection::create(&p, &config()).unwrap();
+    let c = open(&p);
+    let vs = data(2400, 6);
+    c.upsert(&points(&vs[..400], 0)).unwrap();
+    assert!(c.merge_now(&merge::NoProgress).unwrap().retrained, "the first build trains");
+    c.upsert(&points(&vs[400..1200], 400)).unwrap();
+    let r = c.merge_now(&merge::NoProgress).unwrap();
+    assert!(!r.retrained, "1,200 points < 4 x 400");
+    c.upsert(&points(&vs[1200..2400], 1200)).unwrap();
+    let r = c.merge_now(&merge::NoProgress).unwrap();
+    assert!(r.retrained, "2,400 points > 4 x 400");
+    let m = crate::index::read_manifest(&p).unwrap();
+    assert_eq!(m.pq_trained_points, Some(2400));
+    let live: Vec<(u64, Vec<f32>)> = (0..2400).map(|i| (i as u64, vs[i].clone())).collect();
+    let rc = recall(&c, &live, &data(30, 77));
+    assert!(rc > 0.9, "recall after a retrain {rc}");
+    crate::index::verify::verify_index(&p).unwrap();
+}
+
+/// Inner product: points longer than the generation's M wait in the delta
+/// (exact), and the merge that takes them writes a new space (larger M,
+/// codebook retrained); the longest points are found after it.
+#[test]
+fn inner_product_points_past_m_get_a_new_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c");
+    let mut cfg = config();
+    cfg.metric = Metric::InnerProduct;
+    Collection::create(&p, &cfg).unwrap();
+    let c = open(&p);
+    let vs = data(1200, 8);
+    c.upsert(&points(&vs[..1000], 0)).unwrap();
+    c.merge_now(&merge::NoProgress).unwrap();
+    let m0 = crate::index::read_manifest(&p).unwrap().ip_norm_max;
+    let long: Vec<Vec<f32>> =
+        vs[1000..1200].iter().map(|v| v.iter().map(|x| x * 3.0).collect()).collect();
+    c.upsert(&points(&long, 1000)).unwrap();
+    // The best match by inner product among every live point, by brute force.
+    let all: Vec<(u64, Vec<f32>)> = (0..1000)
+        .map(|i| (i as u64, vs[i].clone()))
+        .chain((0..200).map(|i| (1000 + i as u64, long[i].clone())))
+        .collect();
+    let best = |q: &[f32]| {
+        all.iter()
+            .map(|(id, v)| (q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>(), *id))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap()
+            .1
+    };
+    let agree = |c: &Collection| {
+        (0..50)
+            .filter(|&i| {
+                let q = &vs[i * 7];
+                c.search(q, &params(1), false, None).unwrap()[0].id == ExternalId::Num(best(q))
+            })
+            .count()
+    };
+    let before = agree(&c);
+    assert!(before >= 45, "{before} of 50 best matches with the long points in the delta");
+    let r = c.merge_now(&merge::NoProgress).unwrap();
+    assert!(r.retrained);
+    let m1 = crate::index::read_manifest(&p).unwrap().ip_norm_max;
+    assert!(m1 > m0 * 2.0, "M {m0} -> {m1}");
+    let after = agree(&c);
+    assert!(after >= 45, "{after} of 50 best matches after the merge into a new space");
+    crate::index::verify::verify_index(&p).unwrap();
+}
