@@ -3,8 +3,10 @@
 //! Searches see a point as soon as its write is acknowledged. A point is
 //! never removed from the graph: a delete or a replacing upsert marks it
 //! deleted (still walked through, never returned), and the merge that
-//! takes the delta drops it. Only the collection's writer inserts (under
-//! its write lock); a frozen delta (being merged) still takes delete marks
+//! takes the delta drops it. Only the collection's writer inserts: it
+//! plans an insert (the greedy search and the prunes, the costly part)
+//! under the collection's read lock and commits the planned edges under
+//! the write lock, so searches never wait for a batch's graph work; a frozen delta (being merged) still takes delete marks
 //! from `&self`, so the marks are atomic.
 //!
 //! The graph is built in L2 over the prepared vectors (normalised for
@@ -61,7 +63,16 @@ pub struct Delta {
     bytes: usize,
     l2: Distance<f32>,
     query_distance: Distance<f32>,
-    scratch: PruneScratch,
+}
+
+/// An insert's edges, computed before the graph is changed
+/// ([`Delta::plan_insert`]).
+pub struct InsertPlan {
+    /// The delta id the point will get.
+    new: u32,
+    out: Vec<u32>,
+    /// Out-neighbours' new lists (with the back edge, re-pruned if full).
+    back: Vec<(u32, Vec<u32>)>,
 }
 
 impl Delta {
@@ -81,7 +92,6 @@ impl Delta {
             bytes: 0,
             l2: Distance::new(Metric::L2),
             query_distance: Distance::new(query_metric),
-            scratch: PruneScratch::default(),
         }
     }
 
@@ -165,64 +175,70 @@ impl Delta {
     /// Inserts a point (the caller has checked and prepared the vector and
     /// removed any live point of the same id). Returns its delta id.
     pub fn insert(&mut self, id: ExternalId, vector: &[f32], payload: Option<String>) -> u32 {
+        let plan = self.plan_insert(vector);
+        self.commit_insert(id, vector, payload, plan)
+    }
+
+    /// The search and pruning of an insert, from `&self`: the collection
+    /// plans under its read lock, so searches run beside it, and takes the
+    /// write lock only for [`Self::commit_insert`]. Nothing may insert in
+    /// between (the collection's applies are sequenced); a stale plan is a
+    /// bug and panics at commit.
+    pub fn plan_insert(&self, vector: &[f32]) -> InsertPlan {
         assert_eq!(vector.len(), self.params.dim, "delta vector of the collection's dimension");
-        assert!(self.find(&id).is_none(), "the caller removes a live point before replacing it");
         let new = u32::try_from(self.points.len()).expect("delta sizes are bounded far below u32");
-        self.bytes += Self::point_bytes(&self.params, payload.as_ref().map_or(0, |p| p.len()));
-        self.vectors.extend_from_slice(vector);
-        self.points.push(DeltaPoint { id: id.clone(), payload, deleted: AtomicBool::new(false) });
-        self.by_id.insert(id, new);
-        self.live += 1;
+        let mut plan = InsertPlan { new, out: Vec::new(), back: Vec::new() };
         if new == 0 {
-            self.adjacency.push(Vec::new());
-            return new;
+            return plan;
         }
+        let (vectors, l2, dim) = (&self.vectors, self.l2, self.params.dim);
+        let at = |a: u32| -> &[f32] {
+            if a == new { vector } else { &vectors[a as usize * dim..(a as usize + 1) * dim] }
+        };
+        let dist = |a: u32, b: u32| l2.eval(at(a), at(b));
         let expanded = self.greedy(vector, self.params.list_size, |a| a);
         let rule = PruneRule {
             alpha: self.params.alpha,
             degree_max: self.params.degree_max,
             saturate: false,
         };
-        let mut out = Vec::new();
-        let mut scratch = std::mem::take(&mut self.scratch);
-        {
-            let (vectors, l2, dim) = (&self.vectors, self.l2, self.params.dim);
-            let dist = |a: u32, b: u32| {
-                l2.eval(
-                    &vectors[a as usize * dim..(a as usize + 1) * dim],
-                    &vectors[b as usize * dim..(b as usize + 1) * dim],
-                )
-            };
-            robust_prune_by(new, expanded, rule, &mut scratch, &mut out, dist);
-        }
-        self.adjacency.push(out.clone());
+        let mut scratch = PruneScratch::default();
+        robust_prune_by(new, expanded, rule, &mut scratch, &mut plan.out, dist);
         // Back edges, re-pruned past R * SLACK as the build does.
         let slack = (self.params.degree_max as f32 * crate::vamana::SLACK) as usize;
-        let mut pruned = Vec::new();
-        for &j in &out {
-            let list = &mut self.adjacency[j as usize];
-            if list.contains(&new) {
-                continue;
-            }
+        for &j in &plan.out {
+            let mut list = self.adjacency[j as usize].clone();
             list.push(new);
             if list.len() > slack {
-                let list = self.adjacency[j as usize].clone();
-                let cands: Vec<(u32, f32)> = list
-                    .iter()
-                    .map(|&c| (c, self.l2.eval(self.vector(j), self.vector(c))))
-                    .collect();
-                let (vectors, l2, dim) = (&self.vectors, self.l2, self.params.dim);
-                let dist = |a: u32, b: u32| {
-                    l2.eval(
-                        &vectors[a as usize * dim..(a as usize + 1) * dim],
-                        &vectors[b as usize * dim..(b as usize + 1) * dim],
-                    )
-                };
-                robust_prune_by(j, cands, rule, &mut scratch, &mut pruned, dist);
-                self.adjacency[j as usize].clone_from(&pruned);
+                let cands: Vec<(u32, f32)> = list.iter().map(|&c| (c, dist(j, c))).collect();
+                robust_prune_by(j, cands, rule, &mut scratch, &mut list, dist);
             }
+            plan.back.push((j, list));
         }
-        self.scratch = scratch;
+        plan
+    }
+
+    /// Adds a planned point to the graph. Returns its delta id.
+    pub fn commit_insert(
+        &mut self,
+        id: ExternalId,
+        vector: &[f32],
+        payload: Option<String>,
+        plan: InsertPlan,
+    ) -> u32 {
+        assert_eq!(vector.len(), self.params.dim, "delta vector of the collection's dimension");
+        assert!(self.find(&id).is_none(), "the caller removes a live point before replacing it");
+        let new = u32::try_from(self.points.len()).expect("delta sizes are bounded far below u32");
+        assert_eq!(plan.new, new, "an insert plan made for this delta as it is now");
+        self.bytes += Self::point_bytes(&self.params, payload.as_ref().map_or(0, |p| p.len()));
+        self.vectors.extend_from_slice(vector);
+        self.points.push(DeltaPoint { id: id.clone(), payload, deleted: AtomicBool::new(false) });
+        self.by_id.insert(id, new);
+        self.live += 1;
+        self.adjacency.push(plan.out);
+        for (j, list) in plan.back {
+            self.adjacency[j as usize] = list;
+        }
         new
     }
 

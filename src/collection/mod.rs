@@ -537,10 +537,7 @@ impl Collection {
                 return Err(CollectionError::Poisoned(why));
             }
         }
-        let r = {
-            let mut st = self.state.write();
-            apply_record(&self.config, &self.idmap, &mut st, kind, body)
-        };
+        let r = self.apply_live(kind, body);
         if let Err(e) = &r {
             // Logged but not applied: memory no longer matches the log.
             self.poison(format!("applying logged record {lsn}: {e}"));
@@ -548,6 +545,26 @@ impl Collection {
         *applied = lsn;
         self.applied_cv.notify_all();
         r
+    }
+
+    /// [`apply_record`] for a live write: an upsert's graph work is planned
+    /// under the read lock and committed point by point under the write
+    /// lock, so searches run beside a batch's insertion (and may see part
+    /// of a batch not yet acknowledged, never a point half inserted). The
+    /// caller holds the sequencer, so no other apply or freeze intervenes.
+    fn apply_live(&self, kind: RecordKind, body: &[u8]) -> Result<(), CollectionError> {
+        if kind != RecordKind::UpsertBatch {
+            return apply_record(&self.config, &self.idmap, &mut self.state.write(), kind, body);
+        }
+        let (element, points) = decode_upsert_checked(&self.config, body)?;
+        for p in points {
+            let v = bytes_to_f32(element, &p.vector);
+            let plan = self.state.read().active.plan_insert(&v);
+            let mut st = self.state.write();
+            remove_live(&self.idmap, &mut st, &p.id)?;
+            st.active.commit_insert(p.id, &v, p.payload, plan);
+        }
+        Ok(())
     }
 
     /// Waits (bounded) until the active delta has room for `need` bytes.
@@ -838,7 +855,23 @@ fn remove_live(idmap: &IdMap, st: &mut State, id: &ExternalId) -> Result<bool, C
     }
 }
 
-/// Applies one logged record to memory (live writes and replay alike).
+/// A logged upsert batch, refused if its vectors do not fit the collection.
+fn decode_upsert_checked(
+    c: &CollectionConfig,
+    body: &[u8],
+) -> Result<(ElementType, Vec<UpsertPoint>), CollectionError> {
+    let (element, dim, points) = batch::decode_upsert(body)?;
+    if element != c.element || dim != c.dim as usize {
+        return Err(CollectionError::Corrupt(format!(
+            "a logged upsert of {dim}-d {element:?} vectors in a {}-d {:?} collection",
+            c.dim, c.element
+        )));
+    }
+    Ok((element, points))
+}
+
+/// Applies one logged record to memory (replay; live writes go through
+/// `Collection::apply_live`, which does the same in smaller steps).
 fn apply_record(
     c: &CollectionConfig,
     idmap: &IdMap,
@@ -848,13 +881,7 @@ fn apply_record(
 ) -> Result<(), CollectionError> {
     match kind {
         RecordKind::UpsertBatch => {
-            let (element, dim, points) = batch::decode_upsert(body)?;
-            if element != c.element || dim != c.dim as usize {
-                return Err(CollectionError::Corrupt(format!(
-                    "a logged upsert of {dim}-d {element:?} vectors in a {}-d {:?} collection",
-                    c.dim, c.element
-                )));
-            }
+            let (element, points) = decode_upsert_checked(c, body)?;
             for p in points {
                 remove_live(idmap, st, &p.id)?;
                 let v = bytes_to_f32(element, &p.vector);
