@@ -187,6 +187,42 @@ pub fn decode_delete(b: &[u8]) -> Result<Vec<ExternalId>, BatchError> {
     Ok(ids)
 }
 
+/// What a generation-switch record says: the collection now serves this
+/// generation (its files' identity), which reflects the log up to `lsn`.
+/// Replay ignores it (the manifest is the authority); a follower of the
+/// log (the standby) learns from it that a new generation exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenerationSwitch {
+    pub generation: u64,
+    pub build_id: u64,
+    pub lsn: u64,
+}
+
+/// Bytes of an encoded [`GenerationSwitch`].
+const SWITCH_BYTES: usize = 1 + 3 * 8;
+
+/// Encodes a generation-switch record's body.
+pub fn encode_switch(s: &GenerationSwitch) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SWITCH_BYTES);
+    out.push(BATCH_VERSION);
+    for v in [s.generation, s.build_id, s.lsn] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Decodes a generation-switch record's body.
+pub fn decode_switch(b: &[u8]) -> Result<GenerationSwitch, BatchError> {
+    if b.len() != SWITCH_BYTES {
+        return Err(malformed(0, format!("a generation switch of {} bytes", b.len())));
+    }
+    if b[0] != BATCH_VERSION {
+        return Err(malformed(0, "version"));
+    }
+    let u = |i: usize| u64::from_le_bytes(b[1 + 8 * i..9 + 8 * i].try_into().expect("8 bytes"));
+    Ok(GenerationSwitch { generation: u(0), build_id: u(1), lsn: u(2) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,6 +64,7 @@ use crate::index::{
 use crate::pq::{Codebook, PqParams};
 use crate::search::SearchParams;
 use crate::vamana::{PruneRule, PruneScratch, robust_prune_by};
+use crate::wal::RecordKind;
 
 /// Memory a merge may use besides what the collection already holds.
 pub const MERGE_MEMORY_BYTES_MAX: u64 = 4 << 30;
@@ -286,6 +287,17 @@ impl Collection {
             drop(applied);
         }
         self.signal_room();
+        // Tell the log's followers. The switch has happened (the manifest is
+        // the authority and replay skips this record), so a log that cannot
+        // take it is reported by the write path's poisoning, not here.
+        let body = super::batch::encode_switch(&super::batch::GenerationSwitch {
+            generation: manifest.generation,
+            build_id: manifest.ident().build_id,
+            lsn: manifest.lsn,
+        });
+        if let Err(e) = self.append_and_apply(RecordKind::GenerationSwitch, &body) {
+            eprintln!("warning: generation {} switched but not logged: {e}", manifest.generation);
+        }
         self.wal().remove_before(manifest.lsn, |_| false)?;
         Ok(())
     }
@@ -604,7 +616,10 @@ impl Collection {
                 .and_then(|nb| nb.iter().copied().find(|&s| !dead(s)))
                 .or_else(|| (0..n_old as u32).find(|&s| !dead(s)))
                 .or_else(|| edges.keys().min().copied())
-                .ok_or_else(|| CollectionError::Invalid("a merge would leave no points".into()))?;
+                // Every point deleted: a generation of free slots, entered
+                // at a free slot (searches find nothing; the next merge
+                // picks a live medoid).
+                .unwrap_or(medoid);
         }
         let new_header = GraphHeader {
             count: n_new,

@@ -159,6 +159,10 @@ pub struct CollectionOptions {
     /// Never start a background merge (tests and the CLI's one-shot
     /// commands merge explicitly).
     pub no_auto_merge: bool,
+    /// Size at which the WAL starts a new segment (`None`: the WAL's
+    /// `SEGMENT_BYTES_DEFAULT`). Segments wholly below the generation's LSN
+    /// are removed after a merge, so this is also the removal granularity.
+    pub wal_segment_bytes_max: Option<u64>,
 }
 
 /// Where a live point is.
@@ -367,7 +371,10 @@ impl Collection {
             frozen_tombstones: FxHashSet::default(),
             generation_lsn,
         };
-        let wal_opts = WalOptions { durability: config.durability(), ..WalOptions::default() };
+        let mut wal_opts = WalOptions { durability: config.durability(), ..WalOptions::default() };
+        if let Some(b) = opts.wal_segment_bytes_max {
+            wal_opts.segment_bytes_max = b;
+        }
         let mut st = state;
         let mut replay_err: Option<CollectionError> = None;
         let (wal, _recovery) =
@@ -515,6 +522,17 @@ impl Collection {
         self.apply_in_order(lsn, RecordKind::DeleteBatch, &body)?;
         self.maybe_merge();
         Ok(WriteAck { lsn, points: found })
+    }
+
+    /// Logs a record and applies it in order (the write path's two steps).
+    pub(crate) fn append_and_apply(
+        &self,
+        kind: RecordKind,
+        body: &[u8],
+    ) -> Result<Lsn, CollectionError> {
+        let lsn = self.wal.append(kind, body)?;
+        self.apply_in_order(lsn, kind, body)?;
+        Ok(lsn)
     }
 
     /// Applies a logged record once every earlier one is applied, so memory
@@ -893,7 +911,11 @@ fn apply_record(
                 remove_live(idmap, st, &id)?;
             }
         }
-        RecordKind::GenerationSwitch => {}
+        RecordKind::GenerationSwitch => {
+            // The manifest says which generation is current; the record is
+            // for followers of the log. Checked, so a damaged one is seen.
+            batch::decode_switch(body)?;
+        }
     }
     Ok(())
 }

@@ -403,3 +403,114 @@ fn inner_product_points_past_m_get_a_new_space() {
     assert!(after >= 45, "{after} of 50 best matches after the merge into a new space");
     crate::index::verify::verify_index(&p).unwrap();
 }
+
+/// Deleting every point is an ordinary state: the merge that follows
+/// leaves a generation of free slots (or, before any generation, nothing),
+/// searches answer empty, and the next points fill the freed slots.
+#[test]
+fn deleting_every_point_then_merging() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c");
+    Collection::create(&p, &config()).unwrap();
+    let vs = data(600, 5);
+    let queries = data(20, 98);
+    let c = open(&p);
+    // Before any generation: written and deleted in the delta.
+    c.upsert(&points(&vs[..50], 0)).unwrap();
+    let all: Vec<ExternalId> = (0..50).map(ExternalId::Num).collect();
+    assert_eq!(c.delete(&all).unwrap().points, 50);
+    c.merge_now(&merge::NoProgress).unwrap();
+    assert_eq!(c.count(), 0);
+    assert!(c.search(&vs[0], &params(5), false, None).unwrap().is_empty());
+    // A generation whose every point is then deleted.
+    c.upsert(&points(&vs[..300], 0)).unwrap();
+    c.merge_now(&merge::NoProgress).unwrap();
+    let gen0 = c.stats().generation.expect("a first generation");
+    let all: Vec<ExternalId> = (0..300).map(ExternalId::Num).collect();
+    assert_eq!(c.delete(&all).unwrap().points, 300);
+    c.merge_now(&merge::NoProgress).unwrap();
+    let st = c.stats();
+    assert_eq!(st.generation, Some(gen0 + 1));
+    assert_eq!(c.count(), 0);
+    assert_eq!(st.disk_free_slots, st.disk_slots);
+    for q in &queries {
+        assert!(c.search(q, &params(10), false, None).unwrap().is_empty());
+    }
+    assert!(c.scroll(None, 10).unwrap().is_empty());
+    crate::index::verify::verify_index(&p).unwrap();
+    drop(c);
+    let c = open(&p);
+    assert_eq!(c.count(), 0);
+    // New points take the freed slots and are found.
+    c.upsert(&points(&vs[300..600], 1000)).unwrap();
+    c.merge_now(&merge::NoProgress).unwrap();
+    let st = c.stats();
+    assert_eq!(c.count(), 300);
+    assert_eq!(st.disk_slots, 300, "the new points reuse the freed slots");
+    crate::index::verify::verify_index(&p).unwrap();
+    let live: Vec<(u64, Vec<f32>)> = (300..600).map(|i| (i as u64 + 700, vs[i].clone())).collect();
+    let rc = recall(&c, &live, &queries);
+    assert!(rc > 0.85, "recall {rc} after refilling an emptied generation");
+}
+
+/// A merge logs a generation switch for the log's followers and removes
+/// the WAL segments wholly below the new generation's LSN; what is left
+/// replays on reopen, including writes made after the merge.
+#[test]
+fn merges_log_switches_and_trim_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c");
+    Collection::create(&p, &config()).unwrap();
+    let opts = CollectionOptions {
+        no_auto_merge: true,
+        wal_segment_bytes_max: Some(16 << 10),
+        ..CollectionOptions::default()
+    };
+    let vs = data(1200, 6);
+    let c = Collection::open(&p, opts.clone()).unwrap();
+    for i in 0..20 {
+        c.upsert(&points(&vs[i * 50..(i + 1) * 50], (i * 50) as u64)).unwrap();
+    }
+    let before = c.wal().segments();
+    assert!(before.len() >= 4, "segments {before:?}");
+    c.merge_now(&merge::NoProgress).unwrap();
+    let gen_lsn = c.stats().generation_lsn;
+    let after = c.wal().segments();
+    assert!(after.len() < before.len(), "{before:?} -> {after:?}");
+    // Only segments with a record above the generation's LSN are kept.
+    assert!(after[0] <= gen_lsn + 1, "kept {after:?} for a generation at {gen_lsn}");
+    for w in after.windows(2) {
+        assert!(w[1] > gen_lsn, "segment {} is wholly below {gen_lsn}", w[0]);
+    }
+    // Writes after the merge, then a reopen replays them from what is left.
+    c.upsert(&points(&vs[1000..1200], 5000)).unwrap();
+    c.delete(&[ExternalId::Num(3), ExternalId::Num(5003)]).unwrap();
+    c.merge_now(&merge::NoProgress).unwrap();
+    c.upsert(&points(&vs[..10], 9000)).unwrap();
+    let want = c.count();
+    let generation = c.stats().generation.unwrap();
+    drop(c);
+    let mut switches = Vec::new();
+    let (_, _) = crate::wal::Wal::open(
+        Arc::new(crate::wal::RealFs),
+        &p.join(WAL_DIR),
+        crate::wal::WalOptions::default(),
+        0,
+        |r| {
+            if r.kind == RecordKind::GenerationSwitch {
+                switches.push(batch::decode_switch(&r.body).unwrap());
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    let last = switches.last().expect("a generation switch in the log");
+    assert_eq!(last.generation, generation);
+    let m = crate::index::read_manifest(&p).unwrap();
+    assert_eq!((last.build_id, last.lsn), (m.ident().build_id, m.lsn));
+    let c = Collection::open(&p, opts).unwrap();
+    assert_eq!(c.count(), want);
+    assert_eq!(c.count(), 1200 - 2 + 10);
+    assert!(c.get(&ExternalId::Num(3)).unwrap().is_none());
+    assert!(c.get(&ExternalId::Num(9005)).unwrap().is_some());
+}

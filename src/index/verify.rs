@@ -273,6 +273,11 @@ pub fn reachability_with(
     };
     let medoid = u64::from(header.medoid);
     if free.is_some_and(|f| is_set(f, medoid as u32)) {
+        if free_count == n {
+            // Every point deleted: nothing to reach (the merge keeps the
+            // old medoid as the entry of a generation of free slots).
+            return Ok(Reachability { reached: n, first_unreachable: None, passes: 0 });
+        }
         return Err(IndexError::Input(format!(
             "{}: the medoid {medoid} is a free slot",
             path.display()
