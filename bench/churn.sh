@@ -17,5 +17,5 @@ SYN=$WORK/syn
 mkdir -p "$SYN"
 [ -f "$SYN/base.fbin" ] || target/release/basalt gen --out "$SYN/base.fbin" --n 200000 --dim 96 \
   --clusters 64 --seed 7 --queries "$SYN/query.fbin" --nq 1000
-target/release/examples/churn "$SYN/base.fbin" "$SYN/query.fbin" "$WORK/synw" 100000 "$CYCLES" 0.05 60 1 64 32 \
+target/release/examples/churn "$SYN/base.fbin" "$SYN/query.fbin" "$WORK/synw" 100000 "$CYCLES" 0.05 40 1 64 32 \
   > bench/out/churn-syn96.jsonl 2> bench/out/churn-syn96.log

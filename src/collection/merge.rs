@@ -75,6 +75,8 @@ pub const MERGE_EXACT_VECTORS_BYTES_MAX: u64 = 2 << 30;
 const INSERT_BEAM_WIDTH: usize = 4;
 /// Bytes read ahead by the sequential pass over N's graph.
 const READ_AHEAD_BYTES: usize = 8 << 20;
+/// Slots the write pass gathers, prunes (in parallel) and writes at a time.
+const WRITE_CHUNK_SLOTS: u32 = 4096;
 /// Rows the PQ codebook is retrained on, at most.
 const RETRAIN_SAMPLE_MAX: usize = 100_000;
 const PENDING_MANIFEST: &str = ".manifest.pending";
@@ -634,104 +636,127 @@ impl Collection {
         let mut iw = IdFileWriter::create(&gen_dir.join(IDS_FILE), n_new, ident)?;
         let mut old_ids = g.ids.as_ref().map(|f| f.scan());
         let mut reader = SeqRecords::new(g)?;
-        let mut scratch = PruneScratch::default();
         let mut code = vec![0u8; cb.chunks()];
         let mut pq_row = Vec::with_capacity(dim + 1);
         let zero = vec![0.0f32; dim];
         let mut changes_list = Vec::new();
         let mut removed: Vec<ExternalId> = Vec::new();
         let mut placed = FxHashMap::default();
-        let mut nbrs: Vec<u32> = Vec::new();
-        let mut pruned: Vec<u32> = Vec::new();
-        for s in 0..n_new as u32 {
-            let old_id = match old_ids.as_mut() {
-                Some(it) if u64::from(s) < n_old => it.next().transpose()?.flatten(),
-                None if u64::from(s) < n_old => Some(ExternalId::Num(u64::from(s))),
-                _ => None,
-            };
-            let old_rec = if u64::from(s) < n_old { Some(reader.next_record(s)?) } else { None };
-            let (vector, id): (Vec<f32>, Option<ExternalId>) = if let Some(&i) = new_at.get(&s) {
-                // A new point.
-                let p = frozen.point(i);
-                let me = to_space(frozen.vector(i));
-                nbrs.clear();
-                nbrs.extend_from_slice(&edges[&s]);
-                nbrs.extend(backs.get(&s).into_iter().flatten().copied());
-                nbrs.sort_unstable();
-                nbrs.dedup();
-                if nbrs.len() > r {
-                    prune_approx(&me, s, &nbrs, rule, &mut scratch, &mut pruned, &l2, |x| {
-                        new_vector(x, &new_at, frozen, &to_space).unwrap_or_else(|| decoded(x))
-                    });
-                    std::mem::swap(&mut nbrs, &mut pruned);
-                }
-                if let Some(old) = &old_id {
-                    removed.push(old.clone());
-                }
-                changes_list.push(Change::Put {
-                    id: p.id.clone(),
-                    slot: s,
-                    payload: p.payload.clone(),
-                });
-                placed.insert(p.id.clone(), s);
-                (frozen.vector(i).to_vec(), Some(p.id.clone()))
-            } else if let (false, Some((v, nb))) = (still_free.contains(&s), old_rec) {
-                let me = to_space(&v);
-                nbrs.clear();
-                let mut changed = false;
-                for &n in &nb {
-                    if deletes.contains(&n) {
-                        changed = true;
-                        if let Some(rep) = del_adj.get(&n) {
-                            nbrs.extend(
-                                rep.iter().copied().filter(|&x| x != s && !deletes.contains(&x)),
-                            );
+        // Chunks of slots: gather each slot's record and candidate edges in
+        // order, re-prune the chunk's changed nodes in parallel (the pass's
+        // cost: a prune is R x candidates distances), then write in order.
+        let mut jobs: Vec<SlotJob> = Vec::with_capacity(WRITE_CHUNK_SLOTS as usize);
+        let mut s0 = 0u32;
+        while u64::from(s0) < n_new {
+            let s1 = (u64::from(s0) + u64::from(WRITE_CHUNK_SLOTS)).min(n_new) as u32;
+            jobs.clear();
+            for s in s0..s1 {
+                let old_id = match old_ids.as_mut() {
+                    Some(it) if u64::from(s) < n_old => it.next().transpose()?.flatten(),
+                    None if u64::from(s) < n_old => Some(ExternalId::Num(u64::from(s))),
+                    _ => None,
+                };
+                let old_rec =
+                    if u64::from(s) < n_old { Some(reader.next_record(s)?) } else { None };
+                let mut nbrs = Vec::new();
+                let job = if let Some(&i) = new_at.get(&s) {
+                    // A new point: its edges and the back edges it got.
+                    nbrs.extend_from_slice(&edges[&s]);
+                    nbrs.extend(backs.get(&s).into_iter().flatten().copied());
+                    nbrs.sort_unstable();
+                    nbrs.dedup();
+                    let prune = nbrs.len() > r;
+                    SlotJob { slot: s, old_id, what: SlotWhat::New(i), nbrs, prune }
+                } else if let (false, Some((v, nb))) = (still_free.contains(&s), old_rec) {
+                    // A kept node: deleted neighbours replaced by theirs,
+                    // back edges added.
+                    let mut changed = false;
+                    for &n in &nb {
+                        if deletes.contains(&n) {
+                            changed = true;
+                            if let Some(rep) = del_adj.get(&n) {
+                                nbrs.extend(
+                                    rep.iter()
+                                        .copied()
+                                        .filter(|&x| x != s && !deletes.contains(&x)),
+                                );
+                            }
+                        } else {
+                            nbrs.push(n);
                         }
-                    } else {
-                        nbrs.push(n);
                     }
-                }
-                if let Some(b) = backs.get(&s) {
-                    nbrs.extend_from_slice(b);
-                    changed = true;
-                }
-                nbrs.sort_unstable();
-                nbrs.dedup();
-                if changed && nbrs.len() > r {
-                    prune_approx(&me, s, &nbrs, rule, &mut scratch, &mut pruned, &l2, |x| {
+                    if let Some(b) = backs.get(&s) {
+                        nbrs.extend_from_slice(b);
+                        changed = true;
+                    }
+                    nbrs.sort_unstable();
+                    nbrs.dedup();
+                    let prune = changed && nbrs.len() > r;
+                    SlotJob { slot: s, old_id, what: SlotWhat::Kept(v), nbrs, prune }
+                } else {
+                    SlotJob { slot: s, old_id, what: SlotWhat::Free, nbrs, prune: false }
+                };
+                jobs.push(job);
+            }
+            jobs.par_iter_mut().filter(|j| j.prune).for_each_init(
+                || (PruneScratch::default(), Vec::new(), Vec::new()),
+                |(scratch, buf, out), j| {
+                    let me = match &j.what {
+                        SlotWhat::New(i) => to_space(frozen.vector(*i)),
+                        SlotWhat::Kept(v) => to_space(v),
+                        SlotWhat::Free => unreachable!("free slots have no edges to prune"),
+                    };
+                    prune_approx(&me, &j.nbrs, rule, scratch, buf, out, &l2, space_dim, |x| {
                         new_vector(x, &new_at, frozen, &to_space).unwrap_or_else(|| decoded(x))
                     });
-                    std::mem::swap(&mut nbrs, &mut pruned);
+                    std::mem::swap(&mut j.nbrs, out);
+                },
+            );
+            for j in jobs.drain(..) {
+                let s = j.slot;
+                let (vector, id): (Vec<f32>, Option<ExternalId>) = match j.what {
+                    SlotWhat::New(i) => {
+                        let p = frozen.point(i);
+                        if let Some(old) = &j.old_id {
+                            removed.push(old.clone());
+                        }
+                        changes_list.push(Change::Put {
+                            id: p.id.clone(),
+                            slot: s,
+                            payload: p.payload.clone(),
+                        });
+                        placed.insert(p.id.clone(), s);
+                        (frozen.vector(i).to_vec(), Some(p.id.clone()))
+                    }
+                    SlotWhat::Kept(v) => (v, j.old_id),
+                    SlotWhat::Free => {
+                        if deletes.contains(&s)
+                            && let Some(old) = j.old_id
+                        {
+                            removed.push(old);
+                        }
+                        (zero.clone(), None)
+                    }
+                };
+                crate::with_element!(c.element, T => {
+                    let row: Vec<T> = vector.iter().map(|&x| T::from_f32(x)).collect();
+                    gw.append(&row, &j.nbrs)?;
+                });
+                // Codes.
+                if id.is_none() {
+                    code.fill(0);
+                } else if new_cb.is_some() || new_at.contains_key(&s) {
+                    pq_row.clear();
+                    space.push_row(vector.iter().copied(), &mut pq_row);
+                    cb.encode(&pq_row, &mut code);
+                } else {
+                    code.copy_from_slice(codes.row(s));
                 }
-                (v, old_id.clone())
-            } else {
-                nbrs.clear();
-                if deletes.contains(&s)
-                    && let Some(old) = &old_id
-                {
-                    removed.push(old.clone());
-                }
-                (zero.clone(), None)
-            };
-            crate::with_element!(c.element, T => {
-                let row: Vec<T> = vector.iter().map(|&x| T::from_f32(x)).collect();
-                gw.append(&row, &nbrs)?;
-            });
-            // Codes.
-            if id.is_none() {
-                code.fill(0);
-            } else if new_cb.is_some() || new_at.contains_key(&s) {
-                pq_row.clear();
-                space.push_row(vector.iter().copied(), &mut pq_row);
-                cb.encode(&pq_row, &mut code);
-            } else {
-                code.copy_from_slice(codes.row(s));
+                cw.append(&code)?;
+                iw.append(id.as_ref())?;
             }
-            cw.append(&code)?;
-            iw.append(id.as_ref())?;
-            if s % 65_536 == 0 {
-                progress.advance(u64::from(s));
-            }
+            progress.advance(u64::from(s1));
+            s0 = s1;
         }
         gw.finish()?;
         cw.finish()?;
@@ -800,22 +825,56 @@ fn new_vector(
     new_at.get(&x).map(|&i| to_space(frozen.vector(i)))
 }
 
-/// RobustPrune of `s` (vector `me`) over `nbrs`, scoring candidates by
-/// `vector_of` (exact for new points, PQ reconstructions for old ones).
+/// One slot of the write pass.
+struct SlotJob {
+    slot: u32,
+    /// The id the slot held in N.
+    old_id: Option<ExternalId>,
+    what: SlotWhat,
+    /// Its edges (candidates until pruned).
+    nbrs: Vec<u32>,
+    /// Whether the edges must be re-pruned to R.
+    prune: bool,
+}
+
+enum SlotWhat {
+    /// A new point: the frozen delta's point.
+    New(u32),
+    /// A node kept from N, with its vector.
+    Kept(Vec<f32>),
+    /// A freed or still-free slot.
+    Free,
+}
+
+/// RobustPrune of a node (vector `me`, in the graph's space) over `nbrs`,
+/// scoring candidates by `vector_of` (exact, or PQ reconstructions past
+/// the exact-vector budget). The candidates' vectors go into `buf`, one
+/// row each, and the prune runs on row numbers: no lookups in its loop.
 #[allow(clippy::too_many_arguments)]
 fn prune_approx(
     me: &[f32],
-    s: u32,
     nbrs: &[u32],
     rule: PruneRule,
     scratch: &mut PruneScratch,
+    buf: &mut Vec<f32>,
     out: &mut Vec<u32>,
     l2: &Distance<f32>,
+    space_dim: usize,
     vector_of: impl Fn(u32) -> Vec<f32>,
 ) {
-    let vecs: FxHashMap<u32, Vec<f32>> = nbrs.iter().map(|&x| (x, vector_of(x))).collect();
-    let cands: Vec<(u32, f32)> = nbrs.iter().map(|&x| (x, l2.eval(me, &vecs[&x]))).collect();
-    robust_prune_by(s, cands, rule, scratch, out, |a, b| l2.eval(&vecs[&a], &vecs[&b]));
+    buf.clear();
+    for &x in nbrs {
+        let v = vector_of(x);
+        debug_assert_eq!(v.len(), space_dim);
+        buf.extend_from_slice(&v);
+    }
+    let row = |k: u32| &buf[k as usize * space_dim..(k as usize + 1) * space_dim];
+    let cands = (0..nbrs.len() as u32).map(|k| (k, l2.eval(me, row(k))));
+    // The node itself is no row: u32::MAX stands for it.
+    robust_prune_by(u32::MAX, cands, rule, scratch, out, |a, b| l2.eval(row(a), row(b)));
+    for k in out.iter_mut() {
+        *k = nbrs[*k as usize];
+    }
 }
 
 /// Reads N's graph records in slot order through a read-ahead buffer.
