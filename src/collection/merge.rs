@@ -668,12 +668,16 @@ impl Collection {
                     let prune = nbrs.len() > r;
                     SlotJob { slot: s, old_id, what: SlotWhat::New(i), nbrs, prune }
                 } else if let (false, Some((v, nb))) = (still_free.contains(&s), old_rec) {
-                    // A kept node: deleted neighbours replaced by theirs,
-                    // back edges added.
-                    let mut changed = false;
+                    // A kept node: deleted neighbours replaced by theirs
+                    // and the whole set re-pruned (FreshDiskANN's delete
+                    // phase: without the prune the replacements pile up,
+                    // and on a 100K x 96 set the mean degree rose from 22
+                    // to 40 in 20 cycles, with 1-2% more reads than a fresh
+                    // build); back edges added, re-pruned only past R.
+                    let mut replaced = false;
                     for &n in &nb {
                         if deletes.contains(&n) {
-                            changed = true;
+                            replaced = true;
                             if let Some(rep) = del_adj.get(&n) {
                                 nbrs.extend(
                                     rep.iter()
@@ -685,13 +689,13 @@ impl Collection {
                             nbrs.push(n);
                         }
                     }
-                    if let Some(b) = backs.get(&s) {
+                    let backed = backs.get(&s).is_some_and(|b| {
                         nbrs.extend_from_slice(b);
-                        changed = true;
-                    }
+                        !b.is_empty()
+                    });
                     nbrs.sort_unstable();
                     nbrs.dedup();
-                    let prune = changed && nbrs.len() > r;
+                    let prune = replaced || (backed && nbrs.len() > r);
                     SlotJob { slot: s, old_id, what: SlotWhat::Kept(v), nbrs, prune }
                 } else {
                     SlotJob { slot: s, old_id, what: SlotWhat::Free, nbrs, prune: false }
