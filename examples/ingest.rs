@@ -80,7 +80,8 @@ fn main() -> Result<()> {
     cfg.auto_merge = false;
     cfg.delta_bytes_max = 8 << 30;
     Collection::create(&work, &cfg)?;
-    let c = Collection::open(&work, CollectionOptions { no_auto_merge: true, ..Default::default() })?;
+    let c =
+        Collection::open(&work, CollectionOptions { no_auto_merge: true, ..Default::default() })?;
     // One writer.
     let rss0 = rss_bytes();
     let t = Instant::now();

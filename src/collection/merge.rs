@@ -668,16 +668,17 @@ impl Collection {
                     let prune = nbrs.len() > r;
                     SlotJob { slot: s, old_id, what: SlotWhat::New(i), nbrs, prune }
                 } else if let (false, Some((v, nb))) = (still_free.contains(&s), old_rec) {
-                    // A kept node: deleted neighbours replaced by theirs
-                    // and the whole set re-pruned (FreshDiskANN's delete
-                    // phase: without the prune the replacements pile up,
-                    // and on a 100K x 96 set the mean degree rose from 22
-                    // to 40 in 20 cycles, with 1-2% more reads than a fresh
-                    // build); back edges added, re-pruned only past R.
-                    let mut replaced = false;
+                    // A kept node: deleted neighbours replaced by theirs,
+                    // back edges added; re-pruned when over R. Tried and
+                    // not kept (100K x 96 synthetic, bench/README.md):
+                    // re-pruning every node whose deleted neighbours were
+                    // replaced (FreshDiskANN's delete phase) or every node
+                    // that changed: neither brought reads closer to a fresh
+                    // build's, the second raised them from cycle 1.
+                    let mut changed = false;
                     for &n in &nb {
                         if deletes.contains(&n) {
-                            replaced = true;
+                            changed = true;
                             if let Some(rep) = del_adj.get(&n) {
                                 nbrs.extend(
                                     rep.iter()
@@ -689,13 +690,13 @@ impl Collection {
                             nbrs.push(n);
                         }
                     }
-                    let backed = backs.get(&s).is_some_and(|b| {
+                    if let Some(b) = backs.get(&s) {
                         nbrs.extend_from_slice(b);
-                        !b.is_empty()
-                    });
+                        changed = true;
+                    }
                     nbrs.sort_unstable();
                     nbrs.dedup();
-                    let prune = replaced || (backed && nbrs.len() > r);
+                    let prune = changed && nbrs.len() > r;
                     SlotJob { slot: s, old_id, what: SlotWhat::Kept(v), nbrs, prune }
                 } else {
                     SlotJob { slot: s, old_id, what: SlotWhat::Free, nbrs, prune: false }
