@@ -566,8 +566,8 @@ impl Collection {
     }
 
     /// [`apply_record`] for a live write: an upsert's graph work is planned
-    /// under the read lock and committed point by point under the write
-    /// lock, so searches run beside a batch's insertion (and may see part
+    /// under the read lock (a few points at a time, in parallel) and
+    /// committed point by point under the write lock, so searches run beside a batch's insertion (and may see part
     /// of a batch not yet acknowledged, never a point half inserted). The
     /// caller holds the sequencer, so no other apply or freeze intervenes.
     fn apply_live(&self, kind: RecordKind, body: &[u8]) -> Result<(), CollectionError> {
@@ -575,14 +575,22 @@ impl Collection {
             return apply_record(&self.config, &self.idmap, &mut self.state.write(), kind, body);
         }
         let (element, points) = decode_upsert_checked(&self.config, body)?;
-        for p in points {
-            let v = bytes_to_f32(element, &p.vector);
-            let plan = self.state.read().active.plan_insert(&v);
-            let mut st = self.state.write();
-            remove_live(&self.idmap, &mut st, &p.id)?;
-            st.active.commit_insert(p.id, &v, p.payload, plan);
+        let mut points = points.into_iter();
+        loop {
+            let group: Vec<_> = points.by_ref().take(delta::PLAN_GROUP_POINTS).collect();
+            if group.is_empty() {
+                return Ok(());
+            }
+            let vs: Vec<Vec<f32>> =
+                group.iter().map(|p| bytes_to_f32(element, &p.vector)).collect();
+            let refs: Vec<&[f32]> = vs.iter().map(Vec::as_slice).collect();
+            let plans = self.state.read().active.plan_inserts(&refs);
+            for ((p, v), plan) in group.into_iter().zip(&vs).zip(plans) {
+                let mut st = self.state.write();
+                remove_live(&self.idmap, &mut st, &p.id)?;
+                st.active.commit_insert(p.id, v, p.payload, plan);
+            }
         }
-        Ok(())
     }
 
     /// Waits (bounded) until the active delta has room for `need` bytes.
