@@ -50,6 +50,37 @@ pub enum Command {
     Merge(CollectionArg),
     /// Print a collection's statistics as JSON.
     Stats(CollectionArg),
+    /// Run the daemon: a Qdrant-compatible HTTP API over the collections of a data directory.
+    Serve(ServeArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TOML configuration (configs/basalt.toml lists every key and default).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address:port to listen on (overrides service.listen).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Data directory (overrides service.data_dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Make a small generated collection "demo" in the data directory if it
+    /// is not there, and print what to try next.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate a configuration file (with BASALT_* overrides) and print the effective configuration.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]

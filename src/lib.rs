@@ -10,6 +10,7 @@ pub mod format;
 pub mod fsutil;
 pub mod groundtruth;
 pub mod recall;
+pub mod server;
 pub mod synth;
 pub mod topk;
 pub mod vamana;

@@ -56,5 +56,28 @@ fn run(cli: basalt::cli::Cli) -> Result<()> {
         Command::Query(a) => commands::collection::query(a),
         Command::Merge(a) => commands::collection::merge(a),
         Command::Stats(a) => commands::collection::stats(a),
+        Command::Serve(a) => {
+            let env: Vec<(String, String)> = std::env::vars().collect();
+            let flags =
+                basalt::server::config::Overrides { listen: a.listen, data_dir: a.data_dir };
+            let cfg = basalt::server::config::ServerConfig::load(a.config.as_deref(), &env, &flags)
+                .map_err(anyhow::Error::msg)?;
+            basalt::server::run(cfg, a.demo)
+        }
+        Command::Config(basalt::cli::ConfigCommand::Check { file }) => {
+            let env: Vec<(String, String)> = std::env::vars().collect();
+            let cfg = basalt::server::config::ServerConfig::load(
+                Some(&file),
+                &env,
+                &basalt::server::config::Overrides::default(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            for name in basalt::server::config::unknown_env(&env) {
+                eprintln!("warning: {name} names no configuration key: ignored");
+            }
+            eprintln!("{}: valid; the effective configuration:", file.display());
+            print!("{}", cfg.to_toml_masked());
+            Ok(())
+        }
     }
 }

@@ -38,6 +38,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -89,6 +90,55 @@ pub trait MergeProgress: Sync {
 
 pub struct NoProgress;
 impl MergeProgress for NoProgress {}
+
+/// Metric: merges finished, by collection and outcome.
+pub const METRIC_MERGES: &str = "basalt_merges_total";
+/// Metric: duration of successful merges.
+pub const METRIC_MERGE_SECONDS: &str = "basalt_merge_duration_seconds";
+
+/// The running merge's progress, readable from other threads (metrics):
+/// the fraction done of its current phase.
+#[derive(Default)]
+pub struct PhaseProgress {
+    total: AtomicU64,
+    done: AtomicU64,
+}
+
+impl PhaseProgress {
+    /// Done / total of the current phase (0 when no merge runs).
+    pub fn ratio(&self) -> f64 {
+        let t = self.total.load(Ordering::Relaxed);
+        if t == 0 { 0.0 } else { (self.done.load(Ordering::Relaxed) as f64 / t as f64).min(1.0) }
+    }
+
+    fn reset(&self) {
+        self.total.store(0, Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
+    }
+}
+
+impl MergeProgress for PhaseProgress {
+    fn phase(&self, _name: &str, total: u64) {
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+    }
+    fn advance(&self, done: u64) {
+        self.done.store(done, Ordering::Relaxed);
+    }
+}
+
+/// Reports to two observers (the caller's and the collection's own).
+struct Both<'a>(&'a dyn MergeProgress, &'a PhaseProgress);
+impl MergeProgress for Both<'_> {
+    fn phase(&self, name: &str, total: u64) {
+        self.0.phase(name, total);
+        self.1.phase(name, total);
+    }
+    fn advance(&self, done: u64) {
+        self.0.advance(done);
+        self.1.advance(done);
+    }
+}
 
 /// What a merge did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -184,6 +234,27 @@ impl Collection {
     /// for a running merge first). Searches and writes go on meanwhile.
     pub fn merge_now(&self, progress: &dyn MergeProgress) -> Result<MergeReport, CollectionError> {
         let _one = self.merge_lock.lock();
+        let started = Instant::now();
+        let both = Both(progress, &self.merge_progress);
+        let r = self.merge_locked(&both);
+        self.merge_progress.reset();
+        let coll =
+            self.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let outcome = match &r {
+            Ok(rep) if rep.kind == "nothing to do" => "nothing",
+            Ok(_) => "ok",
+            Err(_) => "failed",
+        };
+        metrics::counter!(METRIC_MERGES, "collection" => coll.clone(), "outcome" => outcome)
+            .increment(1);
+        if outcome == "ok" {
+            metrics::histogram!(METRIC_MERGE_SECONDS, "collection" => coll)
+                .record(started.elapsed().as_secs_f64());
+        }
+        r
+    }
+
+    fn merge_locked(&self, progress: &dyn MergeProgress) -> Result<MergeReport, CollectionError> {
         let started = Instant::now();
         // Freeze, unless an earlier merge failed after freezing (it left
         // the frozen delta in place: retry exactly that).

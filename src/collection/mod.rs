@@ -218,6 +218,7 @@ pub struct Collection {
     pub(crate) merge: Mutex<MergeStatus>,
     /// One merge at a time (explicit or background).
     pub(crate) merge_lock: Mutex<()>,
+    pub(crate) merge_progress: merge::PhaseProgress,
     poisoned: Mutex<Option<String>>,
     _lock: File,
 }
@@ -410,6 +411,7 @@ impl Collection {
             room_cv: Condvar::new(),
             merge: Mutex::new(MergeStatus::default()),
             merge_lock: Mutex::new(()),
+            merge_progress: merge::PhaseProgress::default(),
             poisoned: Mutex::new(None),
             _lock: lock,
         }))
@@ -421,6 +423,23 @@ impl Collection {
         if let Some(t) = t {
             let _ = t.join();
         }
+    }
+
+    /// Makes every acknowledged write durable (with `durability: none`
+    /// they may still be in the page cache; with `fsync` they already are).
+    pub fn sync(&self) -> Result<(), CollectionError> {
+        Ok(self.wal.sync()?)
+    }
+
+    /// How long the WAL's flush in progress has taken (the watchdog's
+    /// check that writes make progress).
+    pub fn wal_flush_age(&self) -> Option<Duration> {
+        self.wal.flush_age()
+    }
+
+    /// Fraction done of the running merge's current phase (0 when idle).
+    pub fn merge_progress(&self) -> f64 {
+        self.merge_progress.ratio()
     }
 
     pub fn dir(&self) -> &Path {
@@ -674,6 +693,16 @@ impl Collection {
 
     /// The point `id`, if live.
     pub fn get(&self, id: &ExternalId) -> Result<Option<PointOut>, CollectionError> {
+        self.get_with(id, true)
+    }
+
+    /// The point `id`, if live; its vector only if `with_vector` (a disk
+    /// point's vector is a read), else empty.
+    pub fn get_with(
+        &self,
+        id: &ExternalId,
+        with_vector: bool,
+    ) -> Result<Option<PointOut>, CollectionError> {
         let st = self.state.read();
         Ok(match self.locate(&st, id)? {
             None => None,
@@ -685,7 +714,7 @@ impl Collection {
                 let g = st.generation.as_ref().expect("located on disk");
                 Some(PointOut {
                     id: id.clone(),
-                    vector: g.read_vector(slot)?,
+                    vector: if with_vector { g.read_vector(slot)? } else { Vec::new() },
                     payload: self.idmap.payload(id)?,
                 })
             }

@@ -231,6 +231,11 @@ fn valid_record_after(b: &[u8], from: usize, after: Lsn) -> bool {
     false
 }
 
+/// Metric: seconds of each WAL fdatasync.
+pub const METRIC_FSYNC_SECONDS: &str = "basalt_wal_fsync_duration_seconds";
+/// Metric: bytes appended to WALs.
+pub const METRIC_BYTES: &str = "basalt_wal_bytes_total";
+
 struct Segment {
     path: PathBuf,
     first_lsn: Lsn,
@@ -246,6 +251,8 @@ struct Inner {
     /// Every record up to this LSN is acknowledged (durable with Fsync).
     durable_lsn: Lsn,
     flushing: bool,
+    /// When the flush in progress began (the watchdog's stall check).
+    flush_since: Option<std::time::Instant>,
     poisoned: Option<String>,
     segment: Segment,
     /// First LSN of every segment, oldest first.
@@ -391,6 +398,7 @@ impl Wal {
                 buffered_last: recovery.last_lsn,
                 durable_lsn: recovery.last_lsn,
                 flushing: false,
+                flush_since: None,
                 poisoned: None,
                 segment,
                 segments,
@@ -427,6 +435,7 @@ impl Wal {
             }
             // Lead a flush of everything buffered.
             g.flushing = true;
+            g.flush_since = Some(std::time::Instant::now());
             let batch = std::mem::take(&mut g.buffered);
             let (first_in_batch, last) = (batch_first_lsn(&batch), g.buffered_last);
             let mut seg = take_segment(&mut g);
@@ -437,6 +446,7 @@ impl Wal {
             let result = self.flush(&mut seg, &batch, roll, first_in_batch);
             g = self.lock();
             g.flushing = false;
+            g.flush_since = None;
             match result {
                 Ok(new_first) => {
                     if let Some(f) = new_first
@@ -476,11 +486,33 @@ impl Wal {
             io("write", std::io::Error::other("segment file closed after an earlier failure"))
         })?;
         file.append(batch).map_err(|e| io("write", e))?;
+        metrics::counter!(METRIC_BYTES).increment(batch.len() as u64);
         if self.opts.durability == Durability::Fsync {
+            let t = std::time::Instant::now();
             file.sync_data().map_err(|e| io("fdatasync", e))?;
+            metrics::histogram!(METRIC_FSYNC_SECONDS).record(t.elapsed().as_secs_f64());
         }
         seg.bytes += batch.len() as u64;
         Ok(created)
+    }
+
+    /// Syncs the current segment (waiting for a flush in progress): with
+    /// `Durability::None`, makes every acknowledged record durable.
+    pub fn sync(&self) -> Result<(), WalError> {
+        let mut g = self.lock();
+        while g.flushing {
+            g = self.flushed.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        let path = g.segment.path.clone();
+        if let Some(f) = g.segment.file.as_mut() {
+            f.sync_data().map_err(|e| WalError::Io { path, op: "fdatasync", source: e })?;
+        }
+        Ok(())
+    }
+
+    /// How long the flush in progress has taken (none: no flush running).
+    pub fn flush_age(&self) -> Option<std::time::Duration> {
+        self.lock().flush_since.map(|t| t.elapsed())
     }
 
     /// The last acknowledged LSN.

@@ -1,0 +1,455 @@
+//! The daemon's configuration: one TOML file, every key with a default
+//! (`configs/basalt.toml` lists them all), unknown keys refused by name.
+//! Precedence, lowest first: defaults, the file, `BASALT_<SECTION>_<KEY>`
+//! environment variables, command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::collection::SCROLL_LIMIT_MAX;
+use crate::collection::batch::{BATCH_POINTS_MAX, PAYLOAD_BYTES_MAX};
+use crate::search::{BEAM_WIDTH_MAX, K_MAX, LIST_SIZE_MAX};
+
+/// Largest config file read.
+const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
+/// Prefix of the environment variables that override keys.
+pub const ENV_PREFIX: &str = "BASALT_";
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub service: ServiceConfig,
+    pub search: SearchConfig,
+    pub limits: LimitsConfig,
+    pub collections: CollectionDefaults,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// Directory holding one subdirectory per collection.
+    pub data_dir: PathBuf,
+    /// Required in the `api-key` header or `Authorization: Bearer` when not
+    /// empty.
+    pub api_key: String,
+    /// Allow listening on a non-loopback address without an API key.
+    pub allow_remote_without_key: bool,
+    /// After SIGTERM/SIGINT, how long in-flight requests may take.
+    pub shutdown_grace_ms: u64,
+    /// Threads for writes and other blocking work (fsyncs, id-map reads).
+    pub blocking_threads: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Search threads (each with its own io_uring rings); 0: one per core.
+    pub threads: usize,
+    /// Searches queued for the threads at most; past it, 503 + Retry-After.
+    pub queue_max: usize,
+    /// Search list size L when a query gives no `params.hnsw_ef`.
+    pub list_size_default: usize,
+    /// Beam width (reads in flight per round) when a query gives none.
+    pub beam_width_default: usize,
+    /// Seconds a 503 tells the client to wait (Retry-After).
+    pub retry_after_s: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body.
+    pub body_bytes_max: usize,
+    /// Collections in the data directory at most.
+    pub collections_max: usize,
+    /// Longest collection name (bytes of [A-Za-z0-9_-]).
+    pub collection_name_bytes_max: usize,
+    /// Points in one upsert (or ids in one delete, retrieve, set payload).
+    pub upsert_points_max: usize,
+    /// Largest `limit` of a query.
+    pub query_limit_max: usize,
+    /// Queries in one `points/query/batch`.
+    pub query_batch_max: usize,
+    /// Largest `limit` of a scroll.
+    pub scroll_limit_max: usize,
+    /// Largest payload of one point (serialised JSON).
+    pub payload_bytes_max: usize,
+    /// Requests handled at once; more wait for a slot (their bodies unread).
+    pub requests_in_flight_max: usize,
+}
+
+/// Parameters of collections created over the API (the request's own
+/// `hnsw_config` and `quantization_config` override R, L and PQ bytes).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectionDefaults {
+    /// "fsync" or "none".
+    pub durability: String,
+    pub degree_max: usize,
+    pub build_list_size: usize,
+    /// PQ bytes per vector; 0: min(dimension, 32).
+    pub pq_bytes: usize,
+    pub delta_points_merge: u64,
+    pub tombstones_merge: u64,
+    pub delta_bytes_max: u64,
+    pub write_wait_ms_max: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: "info", "basalt=debug", ...
+    pub level: String,
+    /// "text" (journald adds the time) or "json".
+    pub format: String,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            listen: "127.0.0.1:6333".into(),
+            data_dir: PathBuf::from("basalt-data"),
+            api_key: String::new(),
+            allow_remote_without_key: false,
+            shutdown_grace_ms: 10_000,
+            blocking_threads: 64,
+        }
+    }
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            threads: 0,
+            queue_max: 256,
+            list_size_default: 100,
+            beam_width_default: 4,
+            retry_after_s: 1,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            body_bytes_max: 64 << 20,
+            collections_max: 64,
+            collection_name_bytes_max: 64,
+            upsert_points_max: 10_000,
+            query_limit_max: 1_000,
+            query_batch_max: 100,
+            scroll_limit_max: 10_000,
+            payload_bytes_max: PAYLOAD_BYTES_MAX,
+            requests_in_flight_max: 512,
+        }
+    }
+}
+
+impl Default for CollectionDefaults {
+    fn default() -> Self {
+        let c = crate::collection::config::CollectionConfig::new(
+            1,
+            crate::distance::Metric::L2,
+            crate::element::ElementType::F32,
+        );
+        CollectionDefaults {
+            durability: c.durability,
+            degree_max: c.degree_max,
+            build_list_size: c.list_size,
+            pq_bytes: 0,
+            delta_points_merge: c.delta_points_merge,
+            tombstones_merge: c.tombstones_merge,
+            delta_bytes_max: c.delta_bytes_max,
+            write_wait_ms_max: c.write_wait_ms_max,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info,fjall=warn,lsm_tree=warn".into(), format: "text".into() }
+    }
+}
+
+/// Values given on the command line (they win over everything).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// Defaults, then `file` (if any), then the environment, then `flags`;
+    /// validated.
+    pub fn load(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        flags: &Overrides,
+    ) -> Result<ServerConfig, String> {
+        let mut table = match file {
+            None => toml::Table::new(),
+            Some(p) => read_table(p)?,
+        };
+        apply_env(&mut table, env)?;
+        if let Some(l) = &flags.listen {
+            set(&mut table, "service", "listen", toml::Value::String(l.clone()));
+        }
+        if let Some(d) = &flags.data_dir {
+            set(&mut table, "service", "data_dir", toml::Value::String(d.display().to_string()));
+        }
+        let what = file.map_or("the configuration".to_string(), |p| p.display().to_string());
+        let cfg: ServerConfig = table
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("{what}: {}", e.message().trim_end()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The effective configuration as TOML (the API key masked).
+    pub fn to_toml_masked(&self) -> String {
+        let mut c = self.clone();
+        if !c.service.api_key.is_empty() {
+            c.service.api_key = "(set, not shown)".into();
+        }
+        toml::to_string(&c).unwrap_or_else(|e| format!("# cannot print: {e}"))
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        self.service.listen.parse().map_err(|e| {
+            format!("service.listen {:?} is not an address:port: {e}", self.service.listen)
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let addr = self.listen_addr()?;
+        if !addr.ip().is_loopback()
+            && self.service.api_key.is_empty()
+            && !self.service.allow_remote_without_key
+        {
+            return Err(format!(
+                "service.listen {addr} is not a loopback address and service.api_key is empty: \
+                 set an API key, or service.allow_remote_without_key = true to serve anyone who can reach the port"
+            ));
+        }
+        let s = &self.search;
+        let l = &self.limits;
+        let range = |key: &str, v: usize, lo: usize, hi: usize| -> Result<(), String> {
+            if v < lo || v > hi {
+                return Err(format!("{key} = {v} is outside {lo}..={hi}"));
+            }
+            Ok(())
+        };
+        range("search.threads", s.threads, 0, crate::THREADS_MAX)?;
+        range("search.queue_max", s.queue_max, 1, 1 << 20)?;
+        range("search.list_size_default", s.list_size_default, 1, LIST_SIZE_MAX)?;
+        range("search.beam_width_default", s.beam_width_default, 1, BEAM_WIDTH_MAX)?;
+        range("search.retry_after_s", s.retry_after_s as usize, 1, 3600)?;
+        range("service.blocking_threads", self.service.blocking_threads, 1, crate::THREADS_MAX)?;
+        range("service.shutdown_grace_ms", self.service.shutdown_grace_ms as usize, 0, 3_600_000)?;
+        range("limits.body_bytes_max", l.body_bytes_max, 1024, 1 << 30)?;
+        range("limits.collections_max", l.collections_max, 1, 4096)?;
+        range("limits.collection_name_bytes_max", l.collection_name_bytes_max, 1, 255)?;
+        range("limits.upsert_points_max", l.upsert_points_max, 1, BATCH_POINTS_MAX)?;
+        range("limits.query_limit_max", l.query_limit_max, 1, K_MAX)?;
+        range("limits.query_batch_max", l.query_batch_max, 1, 10_000)?;
+        range("limits.scroll_limit_max", l.scroll_limit_max, 1, SCROLL_LIMIT_MAX)?;
+        range("limits.payload_bytes_max", l.payload_bytes_max, 2, PAYLOAD_BYTES_MAX)?;
+        range("limits.requests_in_flight_max", l.requests_in_flight_max, 1, 1 << 20)?;
+        let c = &self.collections;
+        if c.durability != "fsync" && c.durability != "none" {
+            return Err(format!(
+                "collections.durability {:?} is neither \"fsync\" nor \"none\"",
+                c.durability
+            ));
+        }
+        if self.log.format != "text" && self.log.format != "json" {
+            return Err(format!(
+                "log.format {:?} is neither \"text\" nor \"json\"",
+                self.log.format
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| format!("log.level {:?}: {e}", self.log.level))?;
+        // The collection defaults are checked as a collection would be.
+        let mut probe = crate::collection::config::CollectionConfig::new(
+            64,
+            crate::distance::Metric::L2,
+            crate::element::ElementType::F32,
+        );
+        apply_defaults(&mut probe, c);
+        probe.validate().map_err(|e| format!("collections: {e}"))?;
+        Ok(())
+    }
+}
+
+/// Sets a new collection's parameters from the daemon's defaults.
+pub fn apply_defaults(c: &mut crate::collection::config::CollectionConfig, d: &CollectionDefaults) {
+    c.durability = d.durability.clone();
+    c.degree_max = d.degree_max;
+    c.list_size = d.build_list_size;
+    if d.pq_bytes > 0 {
+        c.pq_chunks = d.pq_bytes.min(c.dim as usize);
+    }
+    c.delta_points_merge = d.delta_points_merge;
+    c.tombstones_merge = d.tombstones_merge;
+    c.delta_bytes_max = d.delta_bytes_max;
+    c.write_wait_ms_max = d.write_wait_ms_max;
+}
+
+fn read_table(p: &Path) -> Result<toml::Table, String> {
+    let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    if meta.len() > CONFIG_FILE_BYTES_MAX {
+        return Err(format!(
+            "{}: {} bytes, more than a config file has ({CONFIG_FILE_BYTES_MAX})",
+            p.display(),
+            meta.len()
+        ));
+    }
+    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    text.parse::<toml::Table>()
+        .map_err(|e| format!("{}: {}", p.display(), e.to_string().trim_end()))
+}
+
+fn set(table: &mut toml::Table, section: &str, key: &str, v: toml::Value) {
+    let s =
+        table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(t) = s {
+        t.insert(key.to_string(), v);
+    }
+}
+
+/// Every (section, key) the configuration has, from the defaults.
+fn known_keys() -> Vec<(String, String, toml::Value)> {
+    let t = toml::Table::try_from(ServerConfig::default()).unwrap_or_default();
+    let mut out = Vec::new();
+    for (section, v) in t {
+        if let toml::Value::Table(keys) = v {
+            for (k, dv) in keys {
+                out.push((section.clone(), k, dv));
+            }
+        }
+    }
+    out
+}
+
+/// The environment variable that overrides `section.key`.
+pub fn env_name(section: &str, key: &str) -> String {
+    format!("{ENV_PREFIX}{}_{}", section.to_uppercase(), key.to_uppercase())
+}
+
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), String> {
+    for (section, key, default) in known_keys() {
+        let name = env_name(&section, &key);
+        let Some((_, raw)) = env.iter().find(|(n, _)| *n == name) else { continue };
+        let v = match default {
+            toml::Value::String(_) => toml::Value::String(raw.clone()),
+            toml::Value::Integer(_) => toml::Value::Integer(
+                raw.trim().parse().map_err(|_| format!("{name}={raw:?} is not an integer"))?,
+            ),
+            toml::Value::Float(_) => toml::Value::Float(
+                raw.trim().parse().map_err(|_| format!("{name}={raw:?} is not a number"))?,
+            ),
+            toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => return Err(format!("{name}={raw:?} is not true or false")),
+            }),
+            _ => return Err(format!("{name}: this key cannot be set from the environment")),
+        };
+        set(table, &section, &key, v);
+    }
+    Ok(())
+}
+
+/// `BASALT_*` variables in `env` that name no key (a typo would otherwise
+/// be silently ignored). Variables of the test harness are not config.
+pub fn unknown_env(env: &[(String, String)]) -> Vec<String> {
+    let known: Vec<String> = known_keys().iter().map(|(s, k, _)| env_name(s, k)).collect();
+    env.iter()
+        .map(|(n, _)| n)
+        .filter(|n| {
+            n.starts_with(ENV_PREFIX)
+                && !n.starts_with("BASALT_TEST")
+                && !n.starts_with("BASALT_GOLDEN")
+        })
+        .filter(|n| !known.contains(n))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<ServerConfig, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let p = dir.path().join("basalt.toml");
+        std::fs::write(&p, text).map_err(|e| e.to_string())?;
+        let env: Vec<(String, String)> =
+            env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        ServerConfig::load(Some(&p), &env, &Overrides::default())
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = load_str("[search]\nqueue_mx = 3\n", &[]).expect_err("a typo");
+        assert!(e.contains("queue_mx"), "{e}");
+        let e = load_str("[serch]\n", &[]).expect_err("a bad section");
+        assert!(e.contains("serch"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() -> Result<(), String> {
+        let c = load_str("[search]\nqueue_max = 3\n", &[("BASALT_SEARCH_QUEUE_MAX", "7")])?;
+        assert_eq!(c.search.queue_max, 7);
+        let c = load_str("", &[])?;
+        assert_eq!(c, ServerConfig::default());
+        let flags = Overrides { listen: Some("127.0.0.1:1".into()), data_dir: None };
+        let env = vec![("BASALT_SERVICE_LISTEN".to_string(), "127.0.0.1:2".to_string())];
+        let c = ServerConfig::load(None, &env, &flags)?;
+        assert_eq!(c.service.listen, "127.0.0.1:1");
+        let e = load_str("", &[("BASALT_SEARCH_QUEUE_MAX", "many")]).expect_err("not a number");
+        assert!(e.contains("BASALT_SEARCH_QUEUE_MAX"), "{e}");
+        assert_eq!(
+            unknown_env(&[("BASALT_SEARCH_QUEUE_MAXX".into(), "1".into())]),
+            vec!["BASALT_SEARCH_QUEUE_MAXX".to_string()]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn remote_listen_needs_a_key() -> Result<(), String> {
+        let e = load_str("[service]\nlisten = \"0.0.0.0:6333\"\n", &[]).expect_err("no key");
+        assert!(e.contains("api_key"), "{e}");
+        load_str("[service]\nlisten = \"0.0.0.0:6333\"\napi_key = \"k\"\n", &[])?;
+        load_str("[service]\nlisten = \"[::]:6333\"\nallow_remote_without_key = true\n", &[])?;
+        load_str("[service]\nlisten = \"[::1]:6333\"\n", &[])?;
+        Ok(())
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let e = load_str("[limits]\nquery_limit_max = 100000\n", &[]).expect_err("over K_MAX");
+        assert!(e.contains("limits.query_limit_max"), "{e}");
+        let e = load_str("[collections]\ndurability = \"sometimes\"\n", &[]).expect_err("bad");
+        assert!(e.contains("durability"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_config_is_the_defaults() -> Result<(), String> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/basalt.toml");
+        let c = ServerConfig::load(Some(&p), &[], &Overrides::default())?;
+        assert_eq!(c, ServerConfig::default(), "configs/basalt.toml drifted from the defaults");
+        // And it names every key, so it documents them all.
+        let text = std::fs::read_to_string(&p).map_err(|e| e.to_string())?;
+        for (s, k, _) in known_keys() {
+            assert!(text.contains(&format!("{k} =")), "configs/basalt.toml lacks {s}.{k}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,341 @@
+//! The real `basalt serve` on loopback: the unmodified Python qdrant-client
+//! through every route, bad input changing nothing, kill -9 and SIGTERM
+//! during write bursts, and the systemd notifications.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Server, raw_request};
+use serde_json::{Value, json};
+
+#[test]
+fn qdrant_client_round_trip_with_an_api_key() {
+    let py = common::python();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path(), &[("BASALT_SERVICE_API_KEY", "s3cret-key")]);
+    // Without the key: 401; health and readiness need none.
+    assert_eq!(s.req("GET", "/collections", None).0, 401);
+    assert_eq!(
+        s.req_h("GET", "/collections", None, &[("Authorization", "Bearer s3cret-key")]).0,
+        200
+    );
+    assert_eq!(s.req("GET", "/healthz", None).0, 200);
+    let out = std::process::Command::new(&py)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/client_roundtrip.py"))
+        .arg(format!("http://{}", s.addr))
+        .arg("s3cret-key")
+        .output()
+        .expect("run python");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "qdrant-client round trip failed:\n{text}\n--- daemon log:\n{}",
+        s.log()
+    );
+    assert!(text.contains("round trip: ok"), "{text}");
+    // The key never reaches the log.
+    assert!(!s.log().contains("s3cret-key"), "the API key was logged");
+}
+
+fn create(s: &Server, name: &str, dim: usize) {
+    let body = json!({"vectors": {"size": dim, "distance": "Euclid"}}).to_string();
+    let (st, v) = s.req("PUT", &format!("/collections/{name}"), Some(&body));
+    assert_eq!(st, 200, "{v}");
+}
+
+/// Every point (id, vector, payload), in order.
+fn snapshot(s: &Server, name: &str) -> Vec<Value> {
+    let body = json!({"limit": 10000, "with_payload": true, "with_vector": true}).to_string();
+    let (st, v) = s.req("POST", &format!("/collections/{name}/points/scroll"), Some(&body));
+    assert_eq!(st, 200, "{v}");
+    v["result"]["points"].as_array().expect("points").clone()
+}
+
+#[test]
+fn bad_input_is_a_4xx_that_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(
+        dir.path(),
+        &[("BASALT_LIMITS_BODY_BYTES_MAX", "65536"), ("BASALT_LIMITS_PAYLOAD_BYTES_MAX", "1024")],
+    );
+    create(&s, "c", 4);
+    let points: Vec<Value> = (0..10)
+        .map(|i| json!({"id": i, "vector": [i as f32, 1.0, 2.0, 3.0], "payload": {"i": i}}))
+        .collect();
+    let (st, v) = s.req(
+        "PUT",
+        "/collections/c/points?wait=true",
+        Some(&json!({"points": points}).to_string()),
+    );
+    assert_eq!(st, 200, "{v}");
+    let before = snapshot(&s, "c");
+    assert_eq!(before.len(), 10);
+
+    let up = |p: Value| json!({"points": [p]}).to_string();
+    let big = format!(
+        "{{\"points\": [{{\"id\": 1, \"vector\": [1,2,3,4], \"payload\": {{\"x\": \"{}\"}}}}]}}",
+        "a".repeat(70_000)
+    );
+    let huge_payload =
+        up(json!({"id": 1, "vector": [1, 2, 3, 4], "payload": {"x": "b".repeat(2000)}}));
+    let cases: Vec<(&str, &str, String, u16, &str)> = vec![
+        ("PUT", "/collections/c/points", up(json!({"id": 1, "vector": [1, 2, 3]})), 400, "dimension 3"),
+        ("PUT", "/collections/c/points", r#"{"points":[{"id":1,"vector":[NaN,1,2,3]}]}"#.into(), 400, "malformed JSON"),
+        ("PUT", "/collections/c/points", up(json!({"id": 1, "vector": [1e39, 1, 2, 3]})), 400, "not a finite"),
+        ("PUT", "/collections/c/points", up(json!({"id": 1, "vector": []})), 400, "empty"),
+        ("PUT", "/collections/c/points", up(json!({"id": 1, "vector": "1,2,3,4"})), 400, "array of numbers"),
+        ("PUT", "/collections/c/points", up(json!({"id": 1, "vector": [1, "x", 3, 4]})), 400, "value 1"),
+        ("PUT", "/collections/c/points", up(json!({"id": -1, "vector": [1, 2, 3, 4]})), 400, "unsigned"),
+        ("PUT", "/collections/c/points", up(json!({"id": 1.5, "vector": [1, 2, 3, 4]})), 400, "unsigned"),
+        ("PUT", "/collections/c/points", up(json!({"id": "", "vector": [1, 2, 3, 4]})), 400, "empty"),
+        ("PUT", "/collections/c/points", up(json!({"id": true, "vector": [1, 2, 3, 4]})), 400, "boolean"),
+        ("PUT", "/collections/c/points", up(json!({"id": 1, "vector": [1, 2, 3, 4], "payload": [1]})), 400, "JSON object"),
+        ("PUT", "/collections/c/points", huge_payload, 400, "limits.payload_bytes_max"),
+        ("PUT", "/collections/c/points", big, 413, "limits.body_bytes_max"),
+        ("PUT", "/collections/c/points", json!({"points": [{"id": 7, "vector": [1, 2, 3, 4]}, {"id": 7, "vector": [4, 3, 2, 1]}]}).to_string(), 400, "more than once"),
+        ("PUT", "/collections/c/points", json!({"points": [{"id": 1, "vector": [1, 2, 3, 4], "colour": 1}]}).to_string(), 400, "colour"),
+        ("PUT", "/collections/c/points", "{\"points\": [".into(), 400, "malformed JSON"),
+        ("PUT", "/collections/c/points", "".into(), 400, "JSON body"),
+        ("PUT", "/collections/c/points?wait=maybe", up(json!({"id": 1, "vector": [1, 2, 3, 4]})), 400, "wait"),
+        ("PUT", "/collections/nope/points", up(json!({"id": 1, "vector": [1, 2, 3, 4]})), 404, "doesn't exist"),
+        ("POST", "/collections/c/points/query", json!({"query": [1, 2, 3, 4], "limit": 0}).to_string(), 400, "limit"),
+        ("POST", "/collections/c/points/query", json!({"query": [1, 2, 3, 4], "limit": 5000}).to_string(), 400, "limits.query_limit_max"),
+        ("POST", "/collections/c/points/query", json!({"query": [1, 2, 3]}).to_string(), 400, "dimension"),
+        ("POST", "/collections/c/points/query", json!({"query": [1, 2, 3, 4], "filter": {"must": []}}).to_string(), 400, "filter"),
+        ("POST", "/collections/c/points/query", json!({"query": [1, 2, 3, 4], "params": {"beam_width": 0}}).to_string(), 400, "beam width"),
+        ("POST", "/collections/c/points/query", json!({"query": {"recommend": {}}}).to_string(), 400, "recommend"),
+        ("POST", "/collections/c/points/query/batch", json!({"searches": []}).to_string(), 400, "limits.query_batch_max"),
+        ("POST", "/collections/c/points/delete", json!({"filter": {"must": []}}).to_string(), 400, "filter"),
+        ("POST", "/collections/c/points/delete", json!({"points": [1, -3]}).to_string(), 400, "points[1]"),
+        ("POST", "/collections/c/points/payload", json!({"payload": {"z": 1}, "points": [1, 999]}).to_string(), 404, "999"),
+        ("POST", "/collections/c/points/scroll", json!({"limit": 0}).to_string(), 400, "limit"),
+        ("PUT", "/collections/c", json!({"vectors": {"size": 4, "distance": "Euclid"}}).to_string(), 409, "already exists"),
+        ("PUT", "/collections/bad%20name", json!({"vectors": {"size": 4, "distance": "Euclid"}}).to_string(), 400, "not allowed"),
+        ("PUT", "/collections/d", json!({"vectors": {"size": 4, "distance": "Manhattan"}}).to_string(), 400, "Manhattan"),
+        ("PUT", "/collections/d", json!({"vectors": {"size": 0, "distance": "Dot"}}).to_string(), 400, "dim"),
+        ("PUT", "/collections/d", json!({"vectors": {"size": 4, "distance": "Dot"}, "quantization_config": {"scalar": {"type": "int8"}}}).to_string(), 400, "product"),
+        ("PUT", "/collections/d", json!({"vectors": {"size": 4, "distance": "Dot"}, "shard_number": 3}).to_string(), 400, "shard_number"),
+        ("GET", "/collections/nope", String::new(), 404, "doesn't exist"),
+        ("GET", "/collections/c/points/424242", String::new(), 404, "424242"),
+        ("GET", "/no/such/route", String::new(), 404, "no route"),
+    ];
+    for (method, path, body, status, needle) in &cases {
+        let b = (!body.is_empty() || *method == "PUT" && path.ends_with("/points"))
+            .then_some(body.as_str());
+        let (st, v) = s.req(method, path, b);
+        let msg = v["status"]["error"].as_str().unwrap_or_default().to_string();
+        assert_eq!(st, *status, "{method} {path} {}: {v}", &body[..body.len().min(120)]);
+        assert!(msg.contains(needle), "{method} {path}: {msg:?} does not say {needle:?}");
+    }
+    assert_eq!(snapshot(&s, "c"), before, "bad input changed the data");
+    let (_, v) = s.req("GET", "/collections", None);
+    assert_eq!(
+        v["result"]["collections"],
+        json!([{"name": "c"}]),
+        "a refused create made a collection"
+    );
+    assert_eq!(s.req("GET", "/healthz", None).0, 200);
+}
+
+/// Upserts batches from `writers` threads until `stop`; returns the ids
+/// whose upsert was acknowledged (200).
+fn write_burst(
+    addr: &str,
+    writers: usize,
+    stop: &Arc<AtomicBool>,
+) -> (Vec<std::thread::JoinHandle<()>>, Arc<Mutex<BTreeSet<u64>>>) {
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut hs = Vec::new();
+    for w in 0..writers {
+        let (addr, stop, acked) = (addr.to_string(), Arc::clone(stop), Arc::clone(&acked));
+        hs.push(std::thread::spawn(move || {
+            let mut next = w as u64 * 1_000_000;
+            let t = Instant::now();
+            while !stop.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(60) {
+                let ids: Vec<u64> = (next..next + 50).collect();
+                next += 50;
+                let points: Vec<Value> = ids
+                    .iter()
+                    .map(|&i| json!({"id": i, "vector": [(i % 97) as f32, (i % 13) as f32, 1.0, (i % 7) as f32], "payload": {"w": w}}))
+                    .collect();
+                let body = json!({"points": points}).to_string();
+                match raw_request(&addr, "PUT", "/collections/c/points?wait=true", Some(body.as_bytes()), &[]) {
+                    Ok((200, _)) => acked.lock().expect("acked").extend(ids),
+                    _ => break,
+                }
+            }
+        }));
+    }
+    (hs, acked)
+}
+
+fn check_acked(s: &Server, acked: &BTreeSet<u64>) {
+    let ids: Vec<u64> = acked.iter().copied().collect();
+    for chunk in ids.chunks(5000) {
+        let body = json!({"ids": chunk, "with_payload": false}).to_string();
+        let (st, v) = s.req("POST", "/collections/c/points", Some(&body));
+        assert_eq!(st, 200, "{v}");
+        let got = v["result"].as_array().expect("records").len();
+        assert_eq!(got, chunk.len(), "acknowledged points missing after the restart");
+    }
+    // And they are searchable: each sampled point is its own nearest.
+    for &i in ids.iter().step_by((ids.len() / 20).max(1)) {
+        let q =
+            json!({"query": [(i % 97) as f32, (i % 13) as f32, 1.0, (i % 7) as f32], "limit": 1});
+        let (st, v) = s.req("POST", "/collections/c/points/query", Some(&q.to_string()));
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(
+            v["result"]["points"][0]["score"].as_f64(),
+            Some(0.0),
+            "point {i} not found: {v}"
+        );
+    }
+}
+
+fn crash_during_burst(sig: i32) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = Server::start(dir.path(), &[]);
+    create(&s, "c", 4);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (hs, acked) = write_burst(&s.addr, 3, &stop);
+    // Let some batches through, then the signal, mid-burst.
+    let t = Instant::now();
+    while acked.lock().expect("acked").len() < 1500 && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    s.signal(sig);
+    let status = s.wait_exit(Duration::from_secs(30));
+    stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        h.join().expect("writer");
+    }
+    if sig == 15 {
+        assert_eq!(status.code(), Some(0), "SIGTERM must exit 0: {}", s.log());
+        assert!(s.log().contains("stopped"), "{}", s.log());
+    }
+    let acked = acked.lock().expect("acked").clone();
+    assert!(acked.len() >= 1500, "only {} acknowledged", acked.len());
+    drop(s);
+    let s = Server::start(dir.path(), &[]);
+    check_acked(&s, &acked);
+}
+
+#[test]
+fn kill_9_during_a_write_burst_loses_no_acknowledged_point() {
+    crash_during_burst(9);
+}
+
+#[test]
+fn sigterm_during_a_write_burst_exits_0_and_keeps_every_acknowledged_point() {
+    crash_during_burst(15);
+}
+
+#[test]
+fn systemd_notifications() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let data = dir.path().join("data");
+    // A collection with a WAL to replay at start.
+    {
+        let s = Server::start(&data, &[]);
+        create(&s, "c", 4);
+        let body = json!({"points": [{"id": 1, "vector": [1, 2, 3, 4]}]}).to_string();
+        assert_eq!(s.req("PUT", "/collections/c/points", Some(&body)).0, 200);
+    }
+    let sp = sock_path.display().to_string();
+    let mut s = Server::start(&data, &[("NOTIFY_SOCKET", &sp), ("WATCHDOG_USEC", "1000000")]);
+    let mut got: Vec<String> = Vec::new();
+    let read_until = |want: &str, got: &mut Vec<String>| {
+        let t = Instant::now();
+        let mut buf = [0u8; 4096];
+        while t.elapsed() < Duration::from_secs(20) {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                got.push(m.clone());
+                if m.lines().any(|l| l == want) {
+                    return;
+                }
+            }
+        }
+        panic!("no {want} in {got:?}");
+    };
+    read_until("READY=1", &mut got);
+    let ready_at = got.iter().position(|m| m.contains("READY=1")).expect("ready");
+    assert!(
+        got[..ready_at].iter().any(|m| m.contains("STATUS=opening collection c")),
+        "no STATUS while opening: {got:?}"
+    );
+    assert!(
+        got[..ready_at].iter().any(|m| m.contains("EXTEND_TIMEOUT_USEC=")),
+        "no EXTEND_TIMEOUT_USEC while replaying: {got:?}"
+    );
+    // The watchdog is petted while the search threads run (period 1 s).
+    read_until("WATCHDOG=1", &mut got);
+    read_until("WATCHDOG=1", &mut got);
+    s.signal(15);
+    read_until("STOPPING=1", &mut got);
+    assert_eq!(s.wait_exit(Duration::from_secs(30)).code(), Some(0));
+}
+
+#[test]
+fn metrics_and_config_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path(), &[]);
+    create(&s, "m", 4);
+    let body =
+        json!({"points": [{"id": 1, "vector": [1, 2, 3, 4]}, {"id": 2, "vector": [2, 2, 3, 4]}]})
+            .to_string();
+    assert_eq!(s.req("PUT", "/collections/m/points", Some(&body)).0, 200);
+    let q = json!({"query": [1, 2, 3, 4], "limit": 1}).to_string();
+    assert_eq!(s.req("POST", "/collections/m/points/query", Some(&q)).0, 200);
+    let (st, v) = s.req("GET", "/metrics", None);
+    assert_eq!(st, 200);
+    let text = v.as_str().expect("text").to_string();
+    for needle in [
+        "basalt_points{collection=\"m\"} 2",
+        "basalt_delta_points{collection=\"m\"} 2",
+        "basalt_wal_last_lsn{collection=\"m\"} 1",
+        "basalt_searches_total{collection=\"m\"} 1",
+        "basalt_http_requests_total{route=\"/collections/{name}/points/query\",method=\"POST\",status=\"200\"} 1",
+        "basalt_wal_fsync_duration_seconds_bucket",
+        "basalt_search_sector_reads_bucket",
+        "basalt_build_info{version=",
+        "basalt_ready 1",
+    ] {
+        assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
+    }
+    // A deleted collection's series go with it.
+    assert_eq!(s.req("DELETE", "/collections/m", None).0, 200);
+    let (_, v) = s.req("GET", "/metrics", None);
+    assert!(!v.as_str().expect("text").contains("basalt_points{collection=\"m\"}"));
+
+    // `basalt config check`: the shipped file is valid; a typo is named.
+    let bin = env!("CARGO_BIN_EXE_basalt");
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/basalt.toml");
+    let out =
+        std::process::Command::new(bin).args(["config", "check", shipped]).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("queue_max = 256"));
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[search]\nqueue_maximum = 3\n").expect("write");
+    let out =
+        std::process::Command::new(bin).args(["config", "check"]).arg(&bad).output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("queue_maximum"));
+    // A remote address without a key refuses to start.
+    let out = std::process::Command::new(bin)
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("x"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("api_key"));
+}
