@@ -52,6 +52,17 @@ pub fn install() -> Result<PrometheusHandle, String> {
     let b = set(b, crate::collection::merge::METRIC_MERGE_SECONDS, MERGE_BUCKETS)?;
     let handle = b.install_recorder().map_err(|e| format!("metrics recorder: {e}"))?;
     describe();
+    // Counters exist from the start (at 0), so rate() and alerts on them
+    // work before the first event.
+    for name in [
+        QUEUE_REJECTIONS,
+        HANDLER_PANICS,
+        UPSERTED_POINTS,
+        DELETED_POINTS,
+        crate::wal::METRIC_BYTES,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
     Ok(handle)
 }
 
