@@ -57,11 +57,15 @@ pub fn router(state: Shared) -> Router {
         .route("/collections/{name}/points/query/batch", post(query_batch))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .merge(api)
-        .fallback(fallback)
+    let app =
+        Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).merge(api);
+    with_layers(app, state, body_max, in_flight)
+}
+
+/// The layers every route runs under: request metrics, a handler panic
+/// answered 500 (the daemon stays up), the body limit, the in-flight limit.
+fn with_layers(app: Router<Shared>, state: Shared, body_max: usize, in_flight: usize) -> Router {
+    app.fallback(fallback)
         .layer(middleware::from_fn(observe))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(DefaultBodyLimit::max(body_max))
@@ -1218,4 +1222,94 @@ async fn query_batch(
     };
     let out = with_timeout(qs.timeout, all).await?;
     Ok(ok(Value::Array(out), t0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn state(cfg: super::super::config::ServerConfig) -> Shared {
+        Arc::new(AppState {
+            colls: parking_lot::RwLock::new(Default::default()),
+            pool: super::super::pool::SearchPool::new(1, 4).expect("pool"),
+            ready: std::sync::atomic::AtomicBool::new(true),
+            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle(),
+            admin: parking_lot::Mutex::new(()),
+            blocking: Arc::new(tokio::sync::Semaphore::new(2)),
+            started: Instant::now(),
+            cfg,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_handler_panic_is_a_500_and_the_router_keeps_serving() {
+        async fn buggy() -> Response {
+            let v: Vec<u8> = Vec::new();
+            let i = v.len() + 3;
+            format!("{}", v[i]).into_response()
+        }
+        let st = state(Default::default());
+        let app = with_layers(
+            Router::new().route("/bug", get(buggy)).route("/healthz", get(healthz)),
+            st,
+            1 << 20,
+            8,
+        );
+        let r = app
+            .clone()
+            .oneshot(Request::builder().uri("/bug").body(axum::body::Body::empty()).expect("req"))
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.expect("body");
+        let v: Value = serde_json::from_slice(&b).expect("json");
+        assert!(
+            v["status"]["error"].as_str().is_some_and(|e| e.contains("index out of bounds")),
+            "{v}"
+        );
+        let r = app
+            .oneshot(
+                Request::builder().uri("/healthz").body(axum::body::Body::empty()).expect("req"),
+            )
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_api_key_is_required_when_set() {
+        let mut cfg = super::super::config::ServerConfig::default();
+        cfg.service.api_key = "k1".into();
+        let app = router(state(cfg));
+        let call = |h: Option<(&'static str, &'static str)>| {
+            let app = app.clone();
+            async move {
+                let mut b = Request::builder().uri("/collections");
+                if let Some((k, v)) = h {
+                    b = b.header(k, v);
+                }
+                app.oneshot(b.body(axum::body::Body::empty()).expect("req"))
+                    .await
+                    .expect("answer")
+                    .status()
+            }
+        };
+        assert_eq!(call(None).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(call(Some(("api-key", "k2"))).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(call(Some(("api-key", "k1x"))).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(call(Some(("api-key", "k1"))).await, StatusCode::OK);
+        assert_eq!(call(Some(("authorization", "Bearer k1"))).await, StatusCode::OK);
+        assert_eq!(call(Some(("authorization", "Basic k1"))).await, StatusCode::UNAUTHORIZED);
+        // Health needs no key.
+        let r = app
+            .oneshot(
+                Request::builder().uri("/healthz").body(axum::body::Body::empty()).expect("req"),
+            )
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
 }
