@@ -255,7 +255,12 @@ fn main() -> Result<()> {
         gt: a[3].clone().into(),
         work: a[4].clone().into(),
         reps: a.get(5).map_or(Ok(3), |s| s.parse())?,
-        ls: a.get(6).map_or("40,60,80,100", |s| s.as_str()).split(',').map(str::parse).collect::<Result<_, _>>()?,
+        ls: a
+            .get(6)
+            .map_or("40,60,80,100", |s| s.as_str())
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<_, _>>()?,
         clients: a.get(7).map_or(Ok(4), |s| s.parse())?,
         upsert_points: a.get(8).map_or(Ok(10_000), |s| s.parse())?,
     };
@@ -267,7 +272,12 @@ fn main() -> Result<()> {
         eprintln!("importing {} (cosine, R 64, L 100, PQ 32 B) ...", args.base.display());
         let opts = basalt::index::build::BuildOptions {
             metric: Metric::Cosine,
-            graph: basalt::vamana::BuildParams { degree_max: 64, list_size: 100, seed: 1, ..Default::default() },
+            graph: basalt::vamana::BuildParams {
+                degree_max: 64,
+                list_size: 100,
+                seed: 1,
+                ..Default::default()
+            },
             pq_chunks: 32,
             ..Default::default()
         };
@@ -291,7 +301,9 @@ fn main() -> Result<()> {
                 let p = SearchParams { k: K, list_size: l, beam_width: BEAM };
                 let search = |q: usize| -> Result<Vec<u64>> {
                     let h = c.search(&qs[q * dim..(q + 1) * dim], &p, false, None)?;
-                    Ok(h.iter().filter_map(|h| if let ExternalId::Num(n) = h.id { Some(n) } else { None }).collect())
+                    Ok(h.iter()
+                        .filter_map(|h| if let ExternalId::Num(n) = h.id { Some(n) } else { None })
+                        .collect())
                 };
                 let (qps1, p50, p99, rec) = sequential(gt, nq, search)?;
                 let qpsc = concurrent(nq, args.clients, || Ok(()), |_, q| search(q))?;
@@ -318,7 +330,8 @@ fn main() -> Result<()> {
                 let bodies = Arc::new(bodies);
                 let mut conn = Conn::new(&d.addr)?;
                 let (qps1, p50, p99, rec) = sequential(gt, nq, |q| {
-                    let (st, b) = conn.call("POST", "/collections/bench/points/query", &bodies[q])?;
+                    let (st, b) =
+                        conn.call("POST", "/collections/bench/points/query", &bodies[q])?;
                     if st != 200 {
                         bail!("status {st}: {}", String::from_utf8_lossy(&b));
                     }
@@ -329,7 +342,8 @@ fn main() -> Result<()> {
                     args.clients,
                     || Conn::new(&d.addr),
                     |c, q| {
-                        let (st, b) = c.call("POST", "/collections/bench/points/query", &bodies[q])?;
+                        let (st, b) =
+                            c.call("POST", "/collections/bench/points/query", &bodies[q])?;
                         if st != 200 {
                             bail!("status {st}");
                         }
@@ -356,12 +370,19 @@ fn main() -> Result<()> {
             cfg.auto_merge = false;
             cfg.delta_points_merge = 10_000_000;
             Collection::create(&dir, &cfg)?;
-            let c = Collection::open(&dir, CollectionOptions { no_auto_merge: true, ..Default::default() })?;
+            let c = Collection::open(
+                &dir,
+                CollectionOptions { no_auto_merge: true, ..Default::default() },
+            )?;
             let batches: Vec<Vec<PointIn>> = (0..n)
                 .step_by(batch)
                 .map(|s| {
                     (s..(s + batch).min(n))
-                        .map(|i| PointIn { id: ExternalId::Num(i as u64), vector: base[i * dim..(i + 1) * dim].to_vec(), payload: None })
+                        .map(|i| PointIn {
+                            id: ExternalId::Num(i as u64),
+                            vector: base[i * dim..(i + 1) * dim].to_vec(),
+                            payload: None,
+                        })
                         .collect()
                 })
                 .collect();
@@ -374,7 +395,11 @@ fn main() -> Result<()> {
             std::fs::remove_dir_all(&dir)?;
             let d = Daemon::start(&data, &[("BASALT_COLLECTIONS_DELTA_POINTS_MERGE", "10000000")])?;
             let mut conn = Conn::new(&d.addr)?;
-            let (st, b) = conn.call("PUT", "/collections/ingest", json!({"vectors": {"size": dim, "distance": "Cosine"}}).to_string().as_bytes())?;
+            let (st, b) = conn.call(
+                "PUT",
+                "/collections/ingest",
+                json!({"vectors": {"size": dim, "distance": "Cosine"}}).to_string().as_bytes(),
+            )?;
             if st != 200 {
                 bail!("create: {st} {}", String::from_utf8_lossy(&b));
             }
@@ -406,24 +431,44 @@ fn main() -> Result<()> {
     // Medians.
     for &l in &args.ls {
         let get = |mode: &str, key: &str| -> f64 {
-            median(rows.iter().filter(|r| r["kind"] == "search" && r["mode"] == mode && r["L"] == l).filter_map(|r| r[key].as_f64()).collect())
+            median(
+                rows.iter()
+                    .filter(|r| r["kind"] == "search" && r["mode"] == mode && r["L"] == l)
+                    .filter_map(|r| r[key].as_f64())
+                    .collect(),
+            )
         };
         eprintln!(
             "L {l}: recall in-process {:.4} http {:.4} | 1 client QPS {:.0} / {:.0} ({:.3}x), p50 {:.2} / {:.2} ms, p99 {:.2} / {:.2} ms | {} clients QPS {:.0} / {:.0} ({:.3}x)",
-            get("in-process", "recall"), get("http", "recall"),
-            get("in-process", "qps_1"), get("http", "qps_1"), get("http", "qps_1") / get("in-process", "qps_1"),
-            get("in-process", "p50_ms_1"), get("http", "p50_ms_1"), get("in-process", "p99_ms_1"), get("http", "p99_ms_1"),
-            args.clients, get("in-process", "qps_concurrent"), get("http", "qps_concurrent"),
+            get("in-process", "recall"),
+            get("http", "recall"),
+            get("in-process", "qps_1"),
+            get("http", "qps_1"),
+            get("http", "qps_1") / get("in-process", "qps_1"),
+            get("in-process", "p50_ms_1"),
+            get("http", "p50_ms_1"),
+            get("in-process", "p99_ms_1"),
+            get("http", "p99_ms_1"),
+            args.clients,
+            get("in-process", "qps_concurrent"),
+            get("http", "qps_concurrent"),
             get("http", "qps_concurrent") / get("in-process", "qps_concurrent"),
         );
     }
     for batch in [100, 1000] {
         let get = |key: &str| -> f64 {
-            median(rows.iter().filter(|r| r["kind"] == "upsert" && r["batch"] == batch).filter_map(|r| r[key].as_f64()).collect())
+            median(
+                rows.iter()
+                    .filter(|r| r["kind"] == "upsert" && r["batch"] == batch)
+                    .filter_map(|r| r[key].as_f64())
+                    .collect(),
+            )
         };
         eprintln!(
             "upserts, batches of {batch}: in-process {:.0}/s, HTTP {:.0}/s ({:.3}x)",
-            get("in_process_per_s"), get("http_per_s"), get("http_per_s") / get("in_process_per_s")
+            get("in_process_per_s"),
+            get("http_per_s"),
+            get("http_per_s") / get("in_process_per_s")
         );
     }
     Ok(())

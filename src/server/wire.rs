@@ -401,6 +401,7 @@ pub struct QueryBatch {
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct WaitParams {
     pub wait: Option<String>,
     pub ordering: Option<String>,
