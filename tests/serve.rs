@@ -339,3 +339,72 @@ fn metrics_and_config_check() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("api_key"));
 }
+
+/// Background merges run inside the daemon (a generation appears), and a
+/// restart with an entry cache answers exactly as without one.
+#[test]
+fn merges_in_the_daemon_and_the_entry_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(dir.path(), &[("BASALT_COLLECTIONS_DELTA_POINTS_MERGE", "300")]);
+    let body = json!({"vectors": {"size": 8, "distance": "Euclid"}, "hnsw_config": {"m": 16, "ef_construct": 32}}).to_string();
+    assert_eq!(s.req("PUT", "/collections/g", Some(&body)).0, 200);
+    let vec_of = |i: u64| -> Vec<f32> { (0..8).map(|d| ((i * 31 + d * 7) % 101) as f32).collect() };
+    for chunk in (0..1000u64).collect::<Vec<_>>().chunks(100) {
+        let pts: Vec<Value> =
+            chunk.iter().map(|&i| json!({"id": i, "vector": vec_of(i)})).collect();
+        assert_eq!(
+            s.req("PUT", "/collections/g/points", Some(&json!({"points": pts}).to_string())).0,
+            200
+        );
+    }
+    // Wait (bounded) for the merges to settle with a generation on disk.
+    let t = Instant::now();
+    loop {
+        let (_, v) = s.req("GET", "/collections/g", None);
+        let st = &v["result"]["basalt"]["stats"];
+        if st["generation"].is_u64()
+            && st["merging"] == false
+            && st["delta_points"].as_u64() < Some(300)
+        {
+            assert_eq!(v["result"]["points_count"], 1000, "{v}");
+            assert_eq!(v["result"]["status"], "green", "{v}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "no merge: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let queries: Vec<String> = (0..20u64)
+        .map(|i| {
+            json!({"query": vec_of(i * 37 + 5), "limit": 5, "params": {"hnsw_ef": 40}}).to_string()
+        })
+        .collect();
+    let answers = |s: &Server| -> Vec<Value> {
+        queries
+            .iter()
+            .map(|q| {
+                let (st, v) = s.req("POST", "/collections/g/points/query", Some(q));
+                assert_eq!(st, 200, "{v}");
+                v["result"]["points"].clone()
+            })
+            .collect()
+    };
+    let reads = |s: &Server| -> f64 {
+        let (_, v) = s.req("GET", "/metrics", None);
+        let text = v.as_str().expect("text").to_string();
+        text.lines()
+            .find(|l| l.starts_with("basalt_search_sector_reads_sum{collection=\"g\"}"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_else(|| panic!("no reads sum in {text}"))
+    };
+    let before = answers(&s);
+    let reads_uncached = reads(&s);
+    drop(s);
+    let s = Server::start(dir.path(), &[("BASALT_SEARCH_CACHE_BYTES_PER_COLLECTION", "100000")]);
+    assert_eq!(answers(&s), before, "the entry cache changed answers");
+    let reads_cached = reads(&s);
+    assert!(
+        reads_cached < reads_uncached,
+        "the cache saved no reads: {reads_cached} vs {reads_uncached}"
+    );
+}

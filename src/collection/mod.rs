@@ -652,14 +652,16 @@ impl Collection {
         if self.opts.no_auto_merge || !self.config.auto_merge {
             return;
         }
-        let due = {
-            let st = self.state.read();
-            st.active.len() as u64 >= self.config.delta_points_merge
-                || st.tombstones.len() as u64 >= self.config.tombstones_merge
-        };
-        if due {
+        if self.merge_due() {
             self.start_merge();
         }
+    }
+
+    /// Whether a threshold for a background merge is passed.
+    fn merge_due(&self) -> bool {
+        let st = self.state.read();
+        st.active.len() as u64 >= self.config.delta_points_merge
+            || st.tombstones.len() as u64 >= self.config.tombstones_merge
     }
 
     /// Starts a background merge unless one runs.
@@ -677,11 +679,23 @@ impl Collection {
         }
         let me = Arc::clone(self);
         m.thread = Some(std::thread::spawn(move || {
-            let r = me.merge_now(&merge::NoProgress);
-            let mut m = me.merge.lock();
-            m.running = false;
-            if let Err(e) = r {
-                m.last_error = Some(e.to_string());
+            // Writes that arrive during a merge only queue up: when it is
+            // done, merge again while a threshold is still passed (a failed
+            // merge stops here; the next write retries it).
+            loop {
+                let r = me.merge_now(&merge::NoProgress);
+                let mut m = me.merge.lock();
+                let failed = r.is_err();
+                match r {
+                    Ok(_) => m.last_error = None,
+                    Err(e) => m.last_error = Some(e.to_string()),
+                }
+                // Checked under the merge lock: a writer that found us
+                // running has already applied its points, so they count here.
+                if failed || !me.merge_due() {
+                    m.running = false;
+                    break;
+                }
             }
         }));
     }

@@ -58,6 +58,8 @@ pub struct SearchConfig {
     pub beam_width_default: usize,
     /// Seconds a 503 tells the client to wait (Retry-After).
     pub retry_after_s: u64,
+    /// RAM of each collection's entry cache (hot node records); 0: none.
+    pub cache_bytes_per_collection: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -130,6 +132,7 @@ impl Default for SearchConfig {
             list_size_default: 100,
             beam_width_default: 4,
             retry_after_s: 1,
+            cache_bytes_per_collection: 0,
         }
     }
 }

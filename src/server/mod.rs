@@ -98,9 +98,17 @@ fn scan(data: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Options every collection is opened with.
-pub fn open_options() -> CollectionOptions {
-    CollectionOptions::default()
+/// Options every collection is opened with: the entry cache's RAM from
+/// `search.cache_bytes_per_collection` (0: no cache).
+pub fn open_options(cfg: &ServerConfig) -> CollectionOptions {
+    let mut o = CollectionOptions::default();
+    let b = cfg.search.cache_bytes_per_collection;
+    if b > 0 {
+        o.index.cache_bytes = Some(b);
+        // Bytes decide; the engine's node cap bounds it.
+        o.index.cache_nodes = crate::search::CACHE_NODES_MAX;
+    }
+    o
 }
 
 /// Runs the daemon until a signal; returns once it has shut down cleanly.
@@ -240,7 +248,7 @@ fn open_all(state: &AppState) -> Result<()> {
         ));
         let extend = notify::Extender::start(&name);
         let t = Instant::now();
-        let c = Collection::open(&dir, open_options())
+        let c = Collection::open(&dir, open_options(&state.cfg))
             .with_context(|| format!("opening collection {name}"));
         extend.stop();
         let c = c?;
