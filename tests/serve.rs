@@ -408,3 +408,48 @@ fn merges_in_the_daemon_and_the_entry_cache() {
         "the cache saved no reads: {reads_cached} vs {reads_uncached}"
     );
 }
+
+/// A full search queue is a 503 with Retry-After, at once; the daemon
+/// serves again when it drains.
+#[test]
+fn a_full_search_queue_answers_503_with_retry_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::start(
+        dir.path(),
+        &[
+            ("BASALT_SEARCH_THREADS", "1"),
+            ("BASALT_SEARCH_QUEUE_MAX", "1"),
+            ("BASALT_SEARCH_RETRY_AFTER_S", "7"),
+        ],
+    );
+    let body = json!({"vectors": {"size": 32, "distance": "Dot"}}).to_string();
+    assert_eq!(s.req("PUT", "/collections/q", Some(&body)).0, 200);
+    let pts: Vec<Value> = (0..3000u64)
+        .map(|i| json!({"id": i, "vector": (0..32).map(|d| ((i * 13 + d * 5) % 17) as f32).collect::<Vec<_>>()}))
+        .collect();
+    for c in pts.chunks(1000) {
+        assert_eq!(
+            s.req("PUT", "/collections/q/points", Some(&json!({"points": c}).to_string())).0,
+            200
+        );
+    }
+    // 16 slow searches submitted at once to 1 thread and a queue of 1.
+    let one = json!({"query": vec![1.0f32; 32], "limit": 100, "params": {"hnsw_ef": 1000}});
+    let batch = json!({"searches": vec![one; 16]}).to_string();
+    let (st, head, b) = common::raw_request_head(
+        &s.addr,
+        "POST",
+        "/collections/q/points/query/batch",
+        Some(batch.as_bytes()),
+        &[],
+    )
+    .expect("request");
+    assert_eq!(st, 503, "{}", String::from_utf8_lossy(&b));
+    assert!(head.to_ascii_lowercase().contains("retry-after: 7"), "{head}");
+    assert!(String::from_utf8_lossy(&b).contains("search.queue_max"));
+    let (_, v) = s.req("GET", "/metrics", None);
+    assert!(!v.as_str().expect("text").contains("basalt_search_queue_rejections_total 0"));
+    // One query at a time still works.
+    let q = json!({"query": vec![1.0f32; 32], "limit": 3}).to_string();
+    assert_eq!(s.req("POST", "/collections/q/points/query", Some(&q)).0, 200);
+}

@@ -167,6 +167,17 @@ pub fn raw_request(
     body: Option<&[u8]>,
     headers: &[(&str, &str)],
 ) -> std::io::Result<(u16, Vec<u8>)> {
+    raw_request_head(addr, method, path, body, headers).map(|(s, _, b)| (s, b))
+}
+
+/// [`raw_request`], with the response's head (status line and headers).
+pub fn raw_request_head(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String, Vec<u8>)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -201,7 +212,7 @@ pub fn raw_request(
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         payload = dechunk(&payload);
     }
-    Ok((status, payload))
+    Ok((status, head.to_string(), payload))
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
