@@ -50,11 +50,21 @@ pub enum Command {
     Merge(CollectionArg),
     /// Print a collection's statistics as JSON.
     Stats(CollectionArg),
+    /// Write a consistent copy of a collection (opens as a collection) while it takes writes.
+    Snapshot(SnapshotArgs),
     /// Run the daemon: a Qdrant-compatible HTTP API over the collections of a data directory.
     Serve(ServeArgs),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    /// Collection directory.
+    pub collection: PathBuf,
+    /// Where to write the snapshot (must not exist).
+    pub dest: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -56,6 +56,7 @@ fn run(cli: basalt::cli::Cli) -> Result<()> {
         Command::Query(a) => commands::collection::query(a),
         Command::Merge(a) => commands::collection::merge(a),
         Command::Stats(a) => commands::collection::stats(a),
+        Command::Snapshot(a) => commands::collection::snapshot(a),
         Command::Serve(a) => {
             let env: Vec<(String, String)> = std::env::vars().collect();
             let flags =

@@ -453,3 +453,43 @@ fn a_full_search_queue_answers_503_with_retry_after() {
     let q = json!({"query": vec![1.0f32; 32], "limit": 3}).to_string();
     assert_eq!(s.req("POST", "/collections/q/points/query", Some(&q)).0, 200);
 }
+
+/// A snapshot taken over HTTP during a write burst is a collection: a
+/// second daemon serves it with every point acknowledged before it.
+#[test]
+fn a_snapshot_made_under_writes_serves_in_another_daemon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snaps = dir.path().join("snaps");
+    let sd = snaps.display().to_string();
+    let s = Server::start(&dir.path().join("a"), &[("BASALT_SERVICE_SNAPSHOTS_DIR", &sd)]);
+    create(&s, "c", 4);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (hs, acked) = write_burst(&s.addr, 2, &stop);
+    let t = Instant::now();
+    while acked.lock().expect("acked").len() < 500 && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let before = acked.lock().expect("acked").clone();
+    let (st, v) = s.req("POST", "/collections/c/snapshots", None);
+    assert_eq!(st, 200, "{v}");
+    stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        h.join().expect("writer");
+    }
+    let snap = v["result"]["name"].as_str().expect("name").to_string();
+    let (_, list) = s.req("GET", "/collections/c/snapshots", None);
+    assert_eq!(list["result"][0]["name"], snap.as_str());
+    assert_eq!(s.req("DELETE", "/collections/c/snapshots/..", None).0, 400);
+    // Serve the snapshot from another data directory.
+    let data_b = dir.path().join("b");
+    std::fs::create_dir_all(&data_b).expect("mkdir");
+    std::fs::rename(snaps.join("c").join(&snap), data_b.join("c")).expect("move the snapshot");
+    let b = Server::start(&data_b, &[]);
+    check_acked(&b, &before);
+    let (_, v) = b.req("POST", "/collections/c/points/count", Some("{}"));
+    let n = v["result"]["count"].as_u64().expect("count");
+    assert!(
+        n >= before.len() as u64 && n <= acked.lock().expect("acked").len() as u64 + 100,
+        "{n}"
+    );
+}

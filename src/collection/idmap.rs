@@ -157,6 +157,38 @@ impl IdMap {
         Ok(())
     }
 
+    /// Copies every entry (ids and payloads) and the applied identity into
+    /// `dest` (an empty store), durably; returns the ids copied. Reads one
+    /// consistent view of each partition; the caller keeps writers out.
+    pub fn copy_to(&self, dest: &IdMap) -> Result<u64, IdMapError> {
+        let mut n = 0u64;
+        for (src, dst, count) in
+            [(&self.ids, &dest.ids, true), (&self.payloads, &dest.payloads, false)]
+        {
+            let mut b = dest.keyspace.batch();
+            let mut in_batch = 0usize;
+            for kv in src.snapshot().iter() {
+                let (k, v) = kv.map_err(fjall::Error::from)?;
+                b.insert(dst, k.to_vec(), v.to_vec());
+                in_batch += 1;
+                if count {
+                    n += 1;
+                }
+                if in_batch == APPLY_BATCH_CHANGES {
+                    b.commit()?;
+                    b = dest.keyspace.batch();
+                    in_batch = 0;
+                }
+            }
+            b.commit()?;
+        }
+        match self.applied()? {
+            Some(ident) => dest.set_applied(ident)?,
+            None => dest.keyspace.persist(PersistMode::SyncAll)?,
+        }
+        Ok(n)
+    }
+
     /// Up to `limit` (id, slot) pairs in key order after `after`.
     pub fn scroll(
         &self,

@@ -28,6 +28,7 @@ pub mod idmap;
 pub mod ids;
 pub mod import;
 pub mod merge;
+pub mod snapshot;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -514,3 +514,75 @@ fn merges_log_switches_and_trim_the_wal() {
     assert!(c.get(&ExternalId::Num(3)).unwrap().is_none());
     assert!(c.get(&ExternalId::Num(9005)).unwrap().is_some());
 }
+
+/// A snapshot taken while a writer upserts opens as a collection holding
+/// the disk generation, the delta, deletes and replaced payloads, and a
+/// prefix of the concurrent writes that includes every one acknowledged
+/// before it started; the source keeps working.
+#[test]
+fn snapshots_are_consistent_under_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c");
+    Collection::create(&p, &config()).unwrap();
+    let c = open(&p);
+    let vs = data(1600, 5);
+    c.upsert(&points(&vs[..1000], 0)).unwrap();
+    c.merge_now(&merge::NoProgress).unwrap();
+    c.delete(&[ExternalId::Num(3), ExternalId::Num(4)]).unwrap();
+    c.upsert(&points(&vs[1000..1200], 1000)).unwrap();
+    let replaced = PointIn {
+        id: ExternalId::Num(5),
+        vector: vs[5].clone(),
+        payload: Some(serde_json::json!({"replaced": true})),
+    };
+    c.upsert(&[replaced]).unwrap();
+    let acked_before = c.wal().last_lsn();
+
+    let snap = dir.path().join("snaps").join("s1");
+    let writer = {
+        let c = Arc::clone(&c);
+        let vs = vs.clone();
+        std::thread::spawn(move || {
+            for b in (1200..1600).step_by(10) {
+                c.upsert(&points(&vs[b..b + 10], b as u64)).unwrap();
+            }
+        })
+    };
+    let report = c.snapshot(&snap).unwrap();
+    writer.join().unwrap();
+    assert!(report.lsn_at_least >= acked_before);
+    assert_eq!(report.generation, Some(0));
+    assert!(c.snapshot(&snap).is_err(), "a snapshot overwrote an existing one");
+    // The source goes on.
+    c.upsert(&points(&vs[..1], 9999)).unwrap();
+
+    crate::index::verify::verify_index(&snap).unwrap();
+    let s = open(&snap);
+    for i in 0..1200u64 {
+        let got = s.get(&ExternalId::Num(i)).unwrap();
+        if i == 3 || i == 4 {
+            assert!(got.is_none(), "deleted point {i} is back");
+            continue;
+        }
+        let got = got.unwrap_or_else(|| panic!("point {i} missing from the snapshot"));
+        let want =
+            if i == 5 { r#"{"replaced":true}"#.to_string() } else { format!(r#"{{"n":{i}}}"#) };
+        assert_eq!(got.payload.as_deref(), Some(want.as_str()), "payload of {i}");
+        assert_eq!(got.vector, vs[i as usize], "vector of {i}");
+    }
+    // The concurrent writes: a prefix (one writer, batches in LSN order).
+    let present: Vec<bool> =
+        (1200..1600u64).map(|i| s.get(&ExternalId::Num(i)).unwrap().is_some()).collect();
+    let k = present.iter().take_while(|&&b| b).count();
+    assert!(present[k..].iter().all(|&b| !b), "the snapshot is not a prefix of the log");
+    assert!(
+        s.get(&ExternalId::Num(9999)).unwrap().is_none(),
+        "a write after the snapshot is in it"
+    );
+    assert_eq!(s.count(), 1198 + k as u64);
+    let hits = s.search(&vs[700], &params(1), false, None).unwrap();
+    assert_eq!(hits[0].id, ExternalId::Num(700));
+    // A merge of the snapshot works like one of the source.
+    s.merge_now(&merge::NoProgress).unwrap();
+    assert_eq!(s.count(), 1198 + k as u64);
+}

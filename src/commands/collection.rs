@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use basalt::cli::{
     CollectionArg, CreateArgs, DeleteArgs, GetArgs, ImportArgs, InsertArgs, ListArgs, QueryArgs,
+    SnapshotArgs,
 };
 use basalt::collection::config::CollectionConfig;
 use basalt::collection::ids::ExternalId;
@@ -272,5 +273,13 @@ pub fn merge(a: CollectionArg) -> Result<()> {
 pub fn stats(a: CollectionArg) -> Result<()> {
     let coll = open(&a.collection, true)?;
     println!("{}", serde_json::to_string_pretty(&coll.stats())?);
+    Ok(())
+}
+
+pub fn snapshot(a: SnapshotArgs) -> Result<()> {
+    let coll = open(&a.collection, true)?;
+    let r = coll.snapshot(&a.dest)?;
+    coll.close();
+    println!("{}", serde_json::to_string_pretty(&r)?);
     Ok(())
 }

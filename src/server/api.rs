@@ -55,6 +55,8 @@ pub fn router(state: Shared) -> Router {
         .route("/collections/{name}/points/payload", post(set_payload).put(overwrite_payload))
         .route("/collections/{name}/points/query", post(query))
         .route("/collections/{name}/points/query/batch", post(query_batch))
+        .route("/collections/{name}/snapshots", get(list_snapshots).post(create_snapshot))
+        .route("/collections/{name}/snapshots/{snapshot}", axum::routing::delete(delete_snapshot))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
     let app =
@@ -995,6 +997,131 @@ async fn payload_write(
     })
     .await?;
     Ok(ok(update_result(ack.lsn), t0))
+}
+
+// ---- snapshots ------------------------------------------------------------
+
+fn snapshots_dir(s: &AppState, name: &str) -> std::path::PathBuf {
+    s.cfg.service.snapshots_dir.join(name)
+}
+
+/// Qdrant's snapshot description of a snapshot directory.
+fn describe_snapshot(path: &std::path::Path) -> Option<Value> {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    if name.starts_with('.') || name.ends_with(".partial") {
+        return None;
+    }
+    let meta = std::fs::metadata(path).ok()?;
+    let created = meta.modified().ok().map(|t| {
+        let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        format_utc(secs)
+    });
+    let size = dir_bytes(path);
+    Some(json!({"name": name, "creation_time": created, "size": size}))
+}
+
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of Unix seconds (UTC).
+fn format_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn list_snapshot_dirs(dir: &std::path::Path) -> Vec<Value> {
+    let mut out: Vec<Value> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().filter_map(|e| describe_snapshot(&e.path())).collect())
+        .unwrap_or_default();
+    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    out
+}
+
+async fn list_snapshots(State(s): State<Shared>, Path(name): Path<String>) -> ApiResult<Response> {
+    let t0 = Instant::now();
+    collection(&s, &name)?;
+    let dir = snapshots_dir(&s, &name);
+    let out = blocking(&s, move || Ok(list_snapshot_dirs(&dir))).await?;
+    Ok(ok(Value::Array(out), t0))
+}
+
+/// Writes a snapshot (a directory that opens as a collection) while the
+/// collection keeps taking writes; merges wait for it.
+async fn create_snapshot(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    q: Result<QueryString<WaitParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let t0 = Instant::now();
+    let c = collection(&s, &name)?;
+    wire::check_wait(&query_params(q)?)?;
+    let dir = snapshots_dir(&s, &name);
+    let max = s.cfg.limits.snapshots_per_collection_max;
+    let desc = blocking(&s, move || {
+        let have = list_snapshot_dirs(&dir).len();
+        if have >= max {
+            return Err(ApiError::bad(format!(
+                "{have} snapshots of {name} exist: limits.snapshots_per_collection_max is {max}; delete old ones"
+            )));
+        }
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let dest = dir.join(format!("{name}-{ms}"));
+        let r = c.snapshot(&dest).map_err(|e| coll_error(e, 1))?;
+        tracing::info!(collection = %name, dir = %dest.display(), lsn = r.lsn_at_least,
+                       bytes = r.bytes, seconds = r.seconds, "snapshot written");
+        describe_snapshot(&dest).ok_or_else(|| ApiError::internal("the snapshot vanished"))
+    })
+    .await?;
+    Ok(ok(desc, t0))
+}
+
+async fn delete_snapshot(
+    State(s): State<Shared>,
+    Path((name, snap)): Path<(String, String)>,
+    q: Result<QueryString<WaitParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let t0 = Instant::now();
+    collection(&s, &name)?;
+    wire::check_wait(&query_params(q)?)?;
+    // A plain name of one of this collection's snapshots, nothing else.
+    if snap.is_empty()
+        || snap.starts_with('.')
+        || snap.contains('/')
+        || !snap.starts_with(&format!("{name}-"))
+    {
+        return Err(ApiError::bad(format!("{snap:?} is not a snapshot name of {name}")));
+    }
+    let path = snapshots_dir(&s, &name).join(&snap);
+    blocking(&s, move || {
+        if !path.is_dir() {
+            return Err(ApiError::not_found(format!("no snapshot {snap}")));
+        }
+        std::fs::remove_dir_all(&path)
+            .map_err(|e| ApiError::internal(format!("removing {}: {e}", path.display())))?;
+        Ok(())
+    })
+    .await?;
+    Ok(ok(json!(true), t0))
 }
 
 // ---- search ---------------------------------------------------------------

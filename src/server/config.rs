@@ -43,6 +43,8 @@ pub struct ServiceConfig {
     pub shutdown_grace_ms: u64,
     /// Threads for writes and other blocking work (fsyncs, id-map reads).
     pub blocking_threads: usize,
+    /// Snapshots are written to SNAPSHOTS_DIR/COLLECTION/NAME.
+    pub snapshots_dir: PathBuf,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -83,6 +85,8 @@ pub struct LimitsConfig {
     pub payload_bytes_max: usize,
     /// Requests handled at once; more wait for a slot (their bodies unread).
     pub requests_in_flight_max: usize,
+    /// Snapshots kept per collection at most (delete old ones to make more).
+    pub snapshots_per_collection_max: usize,
 }
 
 /// Parameters of collections created over the API (the request's own
@@ -120,6 +124,7 @@ impl Default for ServiceConfig {
             allow_remote_without_key: false,
             shutdown_grace_ms: 10_000,
             blocking_threads: 64,
+            snapshots_dir: PathBuf::from("basalt-snapshots"),
         }
     }
 }
@@ -149,6 +154,7 @@ impl Default for LimitsConfig {
             scroll_limit_max: 10_000,
             payload_bytes_max: PAYLOAD_BYTES_MAX,
             requests_in_flight_max: 512,
+            snapshots_per_collection_max: 8,
         }
     }
 }
@@ -263,6 +269,7 @@ impl ServerConfig {
         range("limits.scroll_limit_max", l.scroll_limit_max, 1, SCROLL_LIMIT_MAX)?;
         range("limits.payload_bytes_max", l.payload_bytes_max, 2, PAYLOAD_BYTES_MAX)?;
         range("limits.requests_in_flight_max", l.requests_in_flight_max, 1, 1 << 20)?;
+        range("limits.snapshots_per_collection_max", l.snapshots_per_collection_max, 0, 1024)?;
         let c = &self.collections;
         if c.durability != "fsync" && c.durability != "none" {
             return Err(format!(

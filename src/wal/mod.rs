@@ -566,6 +566,11 @@ impl Wal {
         Ok(removed)
     }
 
+    /// File names of the segments on disk, oldest first.
+    pub fn segment_names(&self) -> Vec<String> {
+        self.segments().into_iter().map(segment_name).collect()
+    }
+
     /// First LSNs of the segments on disk, oldest first.
     pub fn segments(&self) -> Vec<Lsn> {
         self.lock().segments.clone()

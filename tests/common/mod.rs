@@ -33,6 +33,7 @@ impl Server {
             .arg(data)
             .args(args)
             .env("RUST_LOG", "info,fjall=warn,lsm_tree=warn")
+            .env("BASALT_SERVICE_SNAPSHOTS_DIR", data.join(".snapshots"))
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .stdout(Stdio::null())

@@ -200,6 +200,13 @@ res = client.query_points("euclid", query=[0.0, 0.0], limit=2).points
 assert [p.id for p in res] == [2, 1] and abs(res[1].score - 5.0) < 1e-4, res
 assert client.delete_collection("euclid")
 
+# Snapshots: made while the collection serves, listed, deleted.
+snap = client.create_snapshot(name)
+assert snap.name.startswith(name + "-") and snap.size > 0, snap
+assert [x.name for x in client.list_snapshots(name)] == [snap.name]
+assert client.delete_snapshot(name, snap.name)
+assert client.list_snapshots(name) == []
+
 assert client.delete_collection(name)
 assert not client.collection_exists(name)
 print("qdrant-client round trip: ok")
