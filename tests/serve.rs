@@ -59,10 +59,17 @@ fn snapshot(s: &Server, name: &str) -> Vec<Value> {
 #[test]
 fn bad_input_is_a_4xx_that_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // Leftovers of a create and a delete that a crash interrupted.
+    for d in [".creating-half", ".deleting-gone"] {
+        std::fs::create_dir_all(dir.path().join(d).join("wal")).expect("leftover");
+    }
     let s = Server::start(
         dir.path(),
         &[("BASALT_LIMITS_BODY_BYTES_MAX", "65536"), ("BASALT_LIMITS_PAYLOAD_BYTES_MAX", "1024")],
     );
+    for d in [".creating-half", ".deleting-gone"] {
+        assert!(!dir.path().join(d).exists(), "{d} is removed at start");
+    }
     create(&s, "c", 4);
     let points: Vec<Value> = (0..10)
         .map(|i| json!({"id": i, "vector": [i as f32, 1.0, 2.0, 3.0], "payload": {"i": i}}))

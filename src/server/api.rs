@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query as QueryString, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -23,7 +23,9 @@ use tracing::{debug, error};
 
 use super::AppState;
 use super::metrics as m;
-use super::wire::{self, ApiError, ApiResult, PayloadSel, WaitParams, id_json, refuse};
+use super::wire::{
+    self, ApiError, ApiResult, PayloadSel, WaitParams, id_json, no_filter, no_shards, refuse,
+};
 use crate::collection::config::CollectionConfig;
 use crate::collection::ids::ExternalId;
 use crate::collection::{Collection, CollectionError, PointIn};
@@ -196,9 +198,7 @@ fn body(b: Result<Bytes, BytesRejection>, s: &AppState) -> ApiResult<Bytes> {
     })
 }
 
-fn query_params<T: Default>(
-    q: Result<QueryString<T>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<T> {
+fn query_params<T: Default>(q: Result<QueryString<T>, QueryRejection>) -> ApiResult<T> {
     q.map(|QueryString(v)| v).map_err(|e| ApiError::bad(format!("query string: {e}")))
 }
 
@@ -432,7 +432,7 @@ fn create_config(s: &AppState, req: wire::CreateCollection) -> ApiResult<Collect
     )?;
     refuse("vectors.quantization_config", &v.quantization_config, "use quantization_config")?;
     refuse("vectors.multivector_config", &v.multivector_config, "multivectors are not supported")?;
-    refuse("sharding_method", &req.sharding_method, "one node, no shards")?;
+    no_shards("sharding_method", &req.sharding_method)?;
     refuse(
         "wal_config",
         &req.wal_config,
@@ -529,7 +529,7 @@ fn create_config(s: &AppState, req: wire::CreateCollection) -> ApiResult<Collect
 async fn create_collection(
     State(s): State<Shared>,
     Path(name): Path<String>,
-    q: Result<QueryString<WaitParams>, axum::extract::rejection::QueryRejection>,
+    q: Result<QueryString<WaitParams>, QueryRejection>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let t0 = Instant::now();
@@ -563,7 +563,7 @@ async fn create_collection(
             )));
         }
         // Build it beside, then rename: a crash never leaves half a collection.
-        let tmp = s2.data_dir().join(format!(".creating-{name}"));
+        let tmp = s2.data_dir().join(format!("{}{name}", super::CREATING_PREFIX));
         let _ = std::fs::remove_dir_all(&tmp);
         Collection::create(&tmp, &cfg).map_err(|e| coll_error(e, 1))?;
         std::fs::rename(&tmp, &dir)
@@ -583,7 +583,7 @@ async fn create_collection(
 async fn delete_collection(
     State(s): State<Shared>,
     Path(name): Path<String>,
-    q: Result<QueryString<WaitParams>, axum::extract::rejection::QueryRejection>,
+    q: Result<QueryString<WaitParams>, QueryRejection>,
 ) -> ApiResult<Response> {
     let t0 = Instant::now();
     ready(&s)?;
@@ -649,7 +649,7 @@ fn check_payload(s: &AppState, p: &Value, what: &str) -> ApiResult<()> {
 }
 
 fn upsert_points(s: &AppState, req: wire::Upsert) -> ApiResult<Vec<PointIn>> {
-    refuse("shard_key", &req.shard_key, "one node, no shards")?;
+    no_shards("shard_key", &req.shard_key)?;
     refuse("update_filter", &req.update_filter, "conditional upserts are not supported")?;
     let mut out = Vec::new();
     match (req.points, req.batch) {
@@ -730,7 +730,7 @@ fn update_result(lsn: u64) -> Value {
 async fn upsert(
     State(s): State<Shared>,
     Path(name): Path<String>,
-    q: Result<QueryString<WaitParams>, axum::extract::rejection::QueryRejection>,
+    q: Result<QueryString<WaitParams>, QueryRejection>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let t0 = Instant::now();
@@ -749,7 +749,7 @@ async fn upsert(
 async fn delete_points(
     State(s): State<Shared>,
     Path(name): Path<String>,
-    q: Result<QueryString<WaitParams>, axum::extract::rejection::QueryRejection>,
+    q: Result<QueryString<WaitParams>, QueryRejection>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let t0 = Instant::now();
@@ -757,12 +757,8 @@ async fn delete_points(
     wire::check_wait(&query_params(q)?)?;
     let b = body(b, &s)?;
     let req: wire::DeletePoints = wire::parse(&b)?;
-    refuse(
-        "filter",
-        &req.filter,
-        "deleting by filter is not supported yet (filters come with issue 11)",
-    )?;
-    refuse("shard_key", &req.shard_key, "one node, no shards")?;
+    no_filter("filter", &req.filter, "deleting")?;
+    no_shards("shard_key", &req.shard_key)?;
     let Some(points) = req.points else {
         return Err(ApiError::bad("points: the ids to delete"));
     };
@@ -795,7 +791,7 @@ fn record(
 async fn retrieve(
     State(s): State<Shared>,
     Path(name): Path<String>,
-    q: Result<QueryString<WaitParams>, axum::extract::rejection::QueryRejection>,
+    q: Result<QueryString<WaitParams>, QueryRejection>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let t0 = Instant::now();
@@ -803,7 +799,7 @@ async fn retrieve(
     let _ = query_params(q)?;
     let b = body(b, &s)?;
     let req: wire::Retrieve = wire::parse(&b)?;
-    refuse("shard_key", &req.shard_key, "one node, no shards")?;
+    no_shards("shard_key", &req.shard_key)?;
     let ids = ids_list(&s, &req.ids, "ids")?;
     let sel = PayloadSel::parse(&req.with_payload, true)?;
     let with_vector = wire::parse_with_vector(&req.with_vector)?;
@@ -844,12 +840,8 @@ async fn count(
     let c = collection(&s, &name)?;
     let b = body(b, &s)?;
     let req: wire::Count = if b.is_empty() { wire::Count::default() } else { wire::parse(&b)? };
-    refuse(
-        "filter",
-        &req.filter,
-        "counting by filter is not supported yet (filters come with issue 11)",
-    )?;
-    refuse("shard_key", &req.shard_key, "one node, no shards")?;
+    no_filter("filter", &req.filter, "counting")?;
+    no_shards("shard_key", &req.shard_key)?;
     // Exact either way: the count is kept, not estimated.
     let _ = req.exact;
     Ok(ok(json!({"count": c.count()}), t0))
@@ -864,17 +856,13 @@ async fn scroll(
     let c = collection(&s, &name)?;
     let b = body(b, &s)?;
     let req: wire::Scroll = if b.is_empty() { wire::Scroll::default() } else { wire::parse(&b)? };
-    refuse(
-        "filter",
-        &req.filter,
-        "scrolling by filter is not supported yet (filters come with issue 11)",
-    )?;
+    no_filter("filter", &req.filter, "scrolling")?;
     refuse(
         "order_by",
         &req.order_by,
         "ordering by a payload key is not supported (ids are in order)",
     )?;
-    refuse("shard_key", &req.shard_key, "one node, no shards")?;
+    no_shards("shard_key", &req.shard_key)?;
     let max = s.cfg.limits.scroll_limit_max;
     let limit = req.limit.unwrap_or(10);
     if limit == 0 || limit > max as u64 {
@@ -918,7 +906,7 @@ async fn scroll(
 async fn set_payload(
     state: State<Shared>,
     path: Path<String>,
-    q: Result<QueryString<WaitParams>, axum::extract::rejection::QueryRejection>,
+    q: Result<QueryString<WaitParams>, QueryRejection>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     payload_write(state, path, q, b, false).await
@@ -927,7 +915,7 @@ async fn set_payload(
 async fn overwrite_payload(
     state: State<Shared>,
     path: Path<String>,
-    q: Result<QueryString<WaitParams>, axum::extract::rejection::QueryRejection>,
+    q: Result<QueryString<WaitParams>, QueryRejection>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     payload_write(state, path, q, b, true).await
@@ -939,7 +927,7 @@ async fn overwrite_payload(
 async fn payload_write(
     State(s): State<Shared>,
     Path(name): Path<String>,
-    q: Result<QueryString<WaitParams>, axum::extract::rejection::QueryRejection>,
+    q: Result<QueryString<WaitParams>, QueryRejection>,
     b: Result<Bytes, BytesRejection>,
     overwrite: bool,
 ) -> ApiResult<Response> {
@@ -948,13 +936,9 @@ async fn payload_write(
     wire::check_wait(&query_params(q)?)?;
     let b = body(b, &s)?;
     let req: wire::SetPayload = wire::parse(&b)?;
-    refuse(
-        "filter",
-        &req.filter,
-        "selecting points by filter is not supported yet (filters come with issue 11)",
-    )?;
+    no_filter("filter", &req.filter, "selecting points")?;
     refuse("key", &req.key, "nested payload keys are not supported")?;
-    refuse("shard_key", &req.shard_key, "one node, no shards")?;
+    no_shards("shard_key", &req.shard_key)?;
     let Value::Object(new) = req.payload else {
         return Err(ApiError::bad("payload: a JSON object"));
     };
@@ -1068,7 +1052,7 @@ async fn list_snapshots(State(s): State<Shared>, Path(name): Path<String>) -> Ap
 async fn create_snapshot(
     State(s): State<Shared>,
     Path(name): Path<String>,
-    q: Result<QueryString<WaitParams>, axum::extract::rejection::QueryRejection>,
+    q: Result<QueryString<WaitParams>, QueryRejection>,
 ) -> ApiResult<Response> {
     let t0 = Instant::now();
     let c = collection(&s, &name)?;
@@ -1098,7 +1082,7 @@ async fn create_snapshot(
 async fn delete_snapshot(
     State(s): State<Shared>,
     Path((name, snap)): Path<(String, String)>,
-    q: Result<QueryString<WaitParams>, axum::extract::rejection::QueryRejection>,
+    q: Result<QueryString<WaitParams>, QueryRejection>,
 ) -> ApiResult<Response> {
     let t0 = Instant::now();
     collection(&s, &name)?;
@@ -1149,7 +1133,7 @@ fn plan(s: &AppState, q: wire::Query, what: &str) -> ApiResult<Planned> {
     refuse(&f("using"), &q.using, "named vectors are not supported")?;
     refuse(&f("prefetch"), &q.prefetch, "prefetch (hybrid queries) is not supported")?;
     refuse(&f("lookup_from"), &q.lookup_from, "not supported")?;
-    refuse(&f("shard_key"), &q.shard_key, "one node, no shards")?;
+    no_shards(&f("shard_key"), &q.shard_key)?;
     let (vector, by_id) = match q.query {
         None | Some(Value::Null) => {
             return Err(ApiError::bad(format!(
@@ -1200,8 +1184,13 @@ fn plan(s: &AppState, q: wire::Query, what: &str) -> ApiResult<Planned> {
     // Qdrant's ef is at least the limit; so is L.
     let list_size = p.hnsw_ef.map_or(s.cfg.search.list_size_default, |e| e as usize).max(k);
     let beam_width = p.beam_width.map_or(s.cfg.search.beam_width_default, |w| w as usize);
-    let params = SearchParams { k, list_size, beam_width };
+    let mut params = SearchParams { k, list_size, beam_width };
     params.validate().map_err(|e| ApiError::bad(format!("{}: {e}", f("params"))))?;
+    if by_id.is_some() {
+        // The point itself is skipped from the answer: ask for one more.
+        params.k = (params.k + 1).min(crate::search::K_MAX);
+        params.list_size = params.list_size.max(params.k);
+    }
     if let Some(t) = q.score_threshold
         && !t.is_finite()
     {
@@ -1233,12 +1222,11 @@ fn run_query(c: &Collection, name: &str, p: Planned) -> ApiResult<Value> {
     };
     let (hits, stats) = c.search_stats(&vector, &p.params, p.sel.wanted(), None).map_err(e)?;
     let secs = t0.elapsed().as_secs_f64();
-    metrics::histogram!(m::SEARCH_DURATION, "collection" => name.to_string()).record(secs);
-    metrics::histogram!(m::SEARCH_READS, "collection" => name.to_string())
-        .record(f64::from(stats.sector_reads));
-    metrics::histogram!(m::SEARCH_ROUNDS, "collection" => name.to_string())
-        .record(f64::from(stats.rounds));
-    metrics::counter!(m::SEARCHES, "collection" => name.to_string()).increment(1);
+    let labels = [("collection", name.to_string())];
+    metrics::histogram!(m::SEARCH_DURATION, &labels).record(secs);
+    metrics::histogram!(m::SEARCH_READS, &labels).record(f64::from(stats.sector_reads));
+    metrics::histogram!(m::SEARCH_ROUNDS, &labels).record(f64::from(stats.rounds));
+    metrics::counter!(m::SEARCHES, &labels).increment(1);
     let metric = c.config().metric;
     let mut out = Vec::with_capacity(p.limit);
     for h in hits.into_iter().skip(p.offset) {
@@ -1270,7 +1258,7 @@ fn run_query(c: &Collection, name: &str, p: Planned) -> ApiResult<Value> {
 async fn query(
     State(s): State<Shared>,
     Path(name): Path<String>,
-    q: Result<QueryString<WaitParams>, axum::extract::rejection::QueryRejection>,
+    q: Result<QueryString<WaitParams>, QueryRejection>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let t0 = Instant::now();
@@ -1278,12 +1266,7 @@ async fn query(
     let qs = query_params(q)?;
     let b = body(b, &s)?;
     let req: wire::Query = wire::parse(&b)?;
-    let mut planned = plan(&s, req, "")?;
-    if planned.by_id.is_some() {
-        // The point itself is skipped: ask for one more.
-        planned.params.k = (planned.params.k + 1).min(crate::search::K_MAX);
-        planned.params.list_size = planned.params.list_size.max(planned.params.k);
-    }
+    let planned = plan(&s, req, "")?;
     let fut = on_pool(&s, move || run_query(&c, &name, planned));
     let r = with_timeout(qs.timeout, fut).await?;
     Ok(ok(r, t0))
@@ -1310,7 +1293,7 @@ async fn with_timeout<T>(
 async fn query_batch(
     State(s): State<Shared>,
     Path(name): Path<String>,
-    q: Result<QueryString<WaitParams>, axum::extract::rejection::QueryRejection>,
+    q: Result<QueryString<WaitParams>, QueryRejection>,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let t0 = Instant::now();
@@ -1327,12 +1310,7 @@ async fn query_batch(
     }
     let mut planned = Vec::with_capacity(req.searches.len());
     for (i, q) in req.searches.into_iter().enumerate() {
-        let mut p = plan(&s, q, &format!("searches[{i}]."))?;
-        if p.by_id.is_some() {
-            p.params.k = (p.params.k + 1).min(crate::search::K_MAX);
-            p.params.list_size = p.params.list_size.max(p.params.k);
-        }
-        planned.push(p);
+        planned.push(plan(&s, q, &format!("searches[{i}]."))?);
     }
     // Every query on the pool at once (they run in parallel); all or none.
     let mut rxs = Vec::with_capacity(planned.len());
@@ -1367,7 +1345,6 @@ mod tests {
                 .handle(),
             admin: parking_lot::Mutex::new(()),
             blocking: Arc::new(tokio::sync::Semaphore::new(2)),
-            started: Instant::now(),
             cfg,
         })
     }

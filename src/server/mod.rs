@@ -33,6 +33,10 @@ use pool::SearchPool;
 /// crash mid-removal never leaves a half collection that opens).
 pub const DELETING_PREFIX: &str = ".deleting-";
 
+/// Prefix of a collection directory being created (built beside, then
+/// renamed into place).
+pub const CREATING_PREFIX: &str = ".creating-";
+
 /// What every handler shares.
 pub struct AppState {
     pub cfg: ServerConfig,
@@ -44,7 +48,6 @@ pub struct AppState {
     pub admin: Mutex<()>,
     /// Requests on blocking threads at once, at most.
     pub blocking: Arc<tokio::sync::Semaphore>,
-    pub started: Instant,
 }
 
 impl AppState {
@@ -72,15 +75,15 @@ fn init_logging(cfg: &ServerConfig) {
 }
 
 /// Collection directories under `data`: sorted names. Leftovers of an
-/// interrupted delete are removed first.
+/// interrupted create or delete are removed first.
 fn scan(data: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for e in std::fs::read_dir(data).with_context(|| format!("listing {}", data.display()))? {
         let e = e.with_context(|| format!("listing {}", data.display()))?;
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
-        if name.starts_with(DELETING_PREFIX) {
-            warn!(dir = %path.display(), "removing a collection whose delete was interrupted");
+        if name.starts_with(DELETING_PREFIX) || name.starts_with(CREATING_PREFIX) {
+            warn!(dir = %path.display(), "removing a collection whose create or delete was interrupted");
             std::fs::remove_dir_all(&path)
                 .with_context(|| format!("removing {}", path.display()))?;
             continue;
@@ -143,7 +146,6 @@ pub fn run(cfg: ServerConfig, demo: bool) -> Result<()> {
         metrics: handle,
         admin: Mutex::new(()),
         blocking: Arc::new(tokio::sync::Semaphore::new(cfg.service.blocking_threads)),
-        started: Instant::now(),
     });
     let r = rt.block_on(serve(Arc::clone(&state), addr, demo));
     // Whatever happened, make acknowledged writes durable before leaving.
@@ -162,7 +164,6 @@ async fn serve(state: Arc<AppState>, addr: std::net::SocketAddr, demo: bool) -> 
     eprintln!("basalt: listening on {local}");
     let app = api::router(Arc::clone(&state));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut stop_rx2 = stop_rx.clone();
     let server = tokio::spawn(async move {
         let mut rx = stop_rx;
         axum::serve(listener, app)
@@ -208,7 +209,6 @@ async fn serve(state: Arc<AppState>, addr: std::net::SocketAddr, demo: bool) -> 
             "requests still running after the grace period: leaving them"
         ),
     }
-    let _ = stop_rx2.borrow_and_update();
     watchdog.stop();
     Ok(())
 }

@@ -42,6 +42,20 @@ pub fn refuse(field: &str, v: &Option<Value>, why: &str) -> ApiResult<()> {
     }
 }
 
+/// Refuses a sharding field: one node, no shards.
+pub fn no_shards(field: &str, v: &Option<Value>) -> ApiResult<()> {
+    refuse(field, v, "one node, no shards")
+}
+
+/// Refuses a filter until filters exist; `doing` says what it would filter.
+pub fn no_filter(field: &str, v: &Option<Value>, doing: &str) -> ApiResult<()> {
+    refuse(
+        field,
+        v,
+        &format!("{doing} by filter is not supported yet (filters come with issue 11)"),
+    )
+}
+
 /// Parses a JSON body into `T`, naming what was wrong.
 pub fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> ApiResult<T> {
     if body.is_empty() {
