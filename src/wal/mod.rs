@@ -35,6 +35,7 @@
 //! alone is larger.
 
 pub mod fs;
+pub mod reader;
 
 #[cfg(test)]
 mod tests;
@@ -44,6 +45,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::format::{crc32c, crc32c_append};
 pub use fs::{RealFs, SimFs, WalFile, WalFs};
+pub use reader::WalReader;
 
 /// A log sequence number: records are numbered from 1, one apart.
 pub type Lsn = u64;
@@ -114,7 +116,43 @@ pub enum WalError {
     Poisoned(String),
     #[error("record body of {0} bytes exceeds RECORD_BODY_MAX ({RECORD_BODY_MAX})")]
     TooLarge(usize),
+    #[error("a replicated record has lsn {got}; the log expects {want}")]
+    Sequence { got: Lsn, want: Lsn },
 }
+
+/// Process-wide notice of new durable records (any log): what the
+/// replication shipper waits on instead of polling each collection.
+pub struct DurableSignal {
+    count: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl DurableSignal {
+    fn bump(&self) {
+        let mut c = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        *c = c.wrapping_add(1);
+        self.cv.notify_all();
+    }
+
+    /// The current count (compare with a later one).
+    pub fn current(&self) -> u64 {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the count differs from `seen` or `timeout` passes;
+    /// returns the count.
+    pub fn wait_change(&self, seen: u64, timeout: std::time::Duration) -> u64 {
+        let g = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        let (g, _) = self
+            .cv
+            .wait_timeout_while(g, timeout, |c| *c == seen)
+            .unwrap_or_else(|e| e.into_inner());
+        *g
+    }
+}
+
+/// Bumped after every successful flush of any log in the process.
+pub static DURABLE: DurableSignal = DurableSignal { count: Mutex::new(0), cv: Condvar::new() };
 
 /// How to open a log.
 #[derive(Clone, Debug)]
@@ -422,6 +460,36 @@ impl Wal {
         g.next_lsn += 1;
         encode_record(lsn, kind, body, &mut g.buffered);
         g.buffered_last = lsn;
+        self.wait_durable(g, lsn)
+    }
+
+    /// Appends records numbered by another log (a standby's copy of its
+    /// primary's): the first must be the next LSN, the rest one apart.
+    /// Returns the last LSN once every record is durable (one flush).
+    pub fn append_replicated(&self, records: &[Record]) -> Result<Lsn, WalError> {
+        let mut g = self.lock();
+        if let Some(why) = &g.poisoned {
+            return Err(WalError::Poisoned(why.clone()));
+        }
+        let Some(last) = records.last() else { return Ok(g.durable_lsn) };
+        for (i, r) in records.iter().enumerate() {
+            if r.body.len() > RECORD_BODY_MAX {
+                return Err(WalError::TooLarge(r.body.len()));
+            }
+            if r.lsn != g.next_lsn + i as u64 {
+                return Err(WalError::Sequence { got: r.lsn, want: g.next_lsn + i as u64 });
+            }
+        }
+        for r in records {
+            encode_record(r.lsn, r.kind, &r.body, &mut g.buffered);
+        }
+        g.next_lsn = last.lsn + 1;
+        g.buffered_last = last.lsn;
+        self.wait_durable(g, last.lsn)
+    }
+
+    /// Waits (leading flushes as needed) until `lsn` is durable.
+    fn wait_durable<'a>(&'a self, mut g: MutexGuard<'a, Inner>, lsn: Lsn) -> Result<Lsn, WalError> {
         loop {
             if let Some(why) = &g.poisoned {
                 return Err(WalError::Poisoned(why.clone()));
@@ -455,6 +523,7 @@ impl Wal {
                         g.segments.push(f);
                     }
                     g.durable_lsn = last;
+                    DURABLE.bump();
                 }
                 Err(e) => {
                     g.poisoned = Some(e.to_string());
