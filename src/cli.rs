@@ -57,6 +57,33 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Promote the running standby to primary (epoch + 1; the old primary is fenced).
+    Promote(PromoteArgs),
+    /// Make a stopped old primary rejoin as a standby (its collections are copied afresh).
+    Rejoin(RejoinArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PromoteArgs {
+    /// The standby's configuration (its service.listen and service.api_key).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The standby's HTTP address (overrides service.listen).
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RejoinArgs {
+    /// This node's configuration (its service.data_dir).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory (overrides service.data_dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The new primary's replication address:port (else replication.primary).
+    #[arg(long)]
+    pub primary: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -65,6 +65,8 @@ fn run(cli: basalt::cli::Cli) -> Result<()> {
                 .map_err(anyhow::Error::msg)?;
             basalt::server::run(cfg, a.demo)
         }
+        Command::Promote(a) => commands::replication::promote(a),
+        Command::Rejoin(a) => commands::replication::rejoin(a),
         Command::Config(basalt::cli::ConfigCommand::Check { file }) => {
             let env: Vec<(String, String)> = std::env::vars().collect();
             let cfg = basalt::server::config::ServerConfig::load(

@@ -368,10 +368,14 @@ impl Collection {
             build_id: manifest.ident().build_id,
             lsn: manifest.lsn,
         });
-        if let Err(e) = self.append_and_apply(RecordKind::GenerationSwitch, &body) {
+        // A standby's log is its primary's: the primary logs its own switch.
+        if !self.is_follower()
+            && let Err(e) = self.append_and_apply(RecordKind::GenerationSwitch, &body)
+        {
             eprintln!("warning: generation {} switched but not logged: {e}", manifest.generation);
         }
-        self.wal().remove_before(manifest.lsn, |_| false)?;
+        // Records a standby has not flushed stay (up to the shipper's cap).
+        self.wal().remove_before(manifest.lsn.min(self.wal_keep_after()), |_| false)?;
         Ok(())
     }
 

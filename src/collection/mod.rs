@@ -55,6 +55,9 @@ use crate::wal::{Lsn, RealFs, RecordKind, Wal, WalError, WalOptions};
 pub const WAL_DIR: &str = "wal";
 pub const META_DIR: &str = "meta";
 pub const LOCK_FILE: &str = "lock";
+/// A random id given at creation (16 hex digits): a replica checks it is
+/// following the same collection, not one deleted and made again.
+pub const UID_FILE: &str = "uid";
 /// Longest a writer waits for the batches logged before it to be applied.
 const SEQUENCE_WAIT_MAX: Duration = Duration::from_secs(60);
 /// Points per page when scrolling, at most.
@@ -221,7 +224,34 @@ pub struct Collection {
     pub(crate) merge_lock: Mutex<()>,
     pub(crate) merge_progress: merge::PhaseProgress,
     poisoned: Mutex<Option<String>>,
+    uid: u64,
+    /// A standby's copy: its log is numbered by the primary, so its own
+    /// merges do not log generation switches.
+    follower: std::sync::atomic::AtomicBool,
+    /// WAL records above this LSN are kept through merges (a standby has
+    /// not flushed them yet); `u64::MAX`: nobody waits.
+    wal_keep_after: std::sync::atomic::AtomicU64,
     _lock: File,
+}
+
+/// Reads `DIR/uid`, writing a new one if there is none.
+fn read_or_make_uid(dir: &Path) -> Result<u64, CollectionError> {
+    let path = dir.join(UID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => u64::from_str_radix(t.trim(), 16).map_err(|_| {
+            CollectionError::Corrupt(format!("{}: not 16 hex digits", path.display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let uid: u64 = rand::random();
+            let (pending, mut f) = crate::fsutil::PendingFile::create(&path)
+                .map_err(|e| CollectionError::io(&path, "create", e))?;
+            std::io::Write::write_all(&mut f, format!("{uid:016x}\n").as_bytes())
+                .map_err(|e| CollectionError::io(&path, "write", e))?;
+            pending.commit(f).map_err(|e| CollectionError::io(&path, "commit", e))?;
+            Ok(uid)
+        }
+        Err(e) => Err(CollectionError::io(&path, "read", e)),
+    }
 }
 
 fn delta_params(c: &CollectionConfig) -> DeltaParams {
@@ -325,6 +355,7 @@ impl Collection {
             std::fs::create_dir_all(dir).map_err(|e| CollectionError::io(dir, "create", e))?;
         }
         write_config(dir, config)?;
+        read_or_make_uid(dir)?;
         Ok(())
     }
 
@@ -333,6 +364,7 @@ impl Collection {
     pub fn open(dir: &Path, opts: CollectionOptions) -> Result<Arc<Collection>, CollectionError> {
         let lock = lock_dir(dir)?;
         let config = read_or_adopt_config(dir)?;
+        let uid = read_or_make_uid(dir)?;
         let manifest = match std::fs::symlink_metadata(dir.join(MANIFEST_FILE)) {
             Ok(_) => Some(crate::index::read_manifest(dir)?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -414,6 +446,9 @@ impl Collection {
             merge_lock: Mutex::new(()),
             merge_progress: merge::PhaseProgress::default(),
             poisoned: Mutex::new(None),
+            uid,
+            follower: std::sync::atomic::AtomicBool::new(false),
+            wal_keep_after: std::sync::atomic::AtomicU64::new(u64::MAX),
             _lock: lock,
         }))
     }
@@ -453,6 +488,75 @@ impl Collection {
 
     pub(crate) fn wal(&self) -> &Wal {
         &self.wal
+    }
+
+    /// The collection's random id (see [`UID_FILE`]).
+    pub fn uid(&self) -> u64 {
+        self.uid
+    }
+
+    /// The WAL directory (the replication shipper reads it).
+    pub fn wal_dir(&self) -> PathBuf {
+        self.dir.join(WAL_DIR)
+    }
+
+    /// The last durable LSN.
+    pub fn last_lsn(&self) -> Lsn {
+        self.wal.last_lsn()
+    }
+
+    /// LSN of the oldest record the WAL still holds (0: none).
+    pub fn first_lsn(&self) -> Lsn {
+        self.wal.segments().first().copied().unwrap_or(0)
+    }
+
+    /// Marks the collection as a standby's copy (or a primary's again).
+    pub fn set_follower(&self, on: bool) {
+        self.follower.store(on, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn is_follower(&self) -> bool {
+        self.follower.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Keeps WAL records above `lsn` through merges (`u64::MAX`: none).
+    pub fn keep_wal_after(&self, lsn: Lsn) {
+        self.wal_keep_after.store(lsn, std::sync::atomic::Ordering::Release);
+    }
+
+    pub(crate) fn wal_keep_after(&self) -> Lsn {
+        self.wal_keep_after.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Bytes of WAL segments holding records above `lsn`.
+    pub fn wal_bytes_after(&self, lsn: Lsn) -> u64 {
+        let firsts = self.wal.segments();
+        let dir = self.wal_dir();
+        let mut total = 0;
+        for (i, &first) in firsts.iter().enumerate() {
+            let last = firsts.get(i + 1).map_or(u64::MAX, |n| n - 1);
+            if last > lsn {
+                let name = dir.join(format!("{first:020}.seg"));
+                total += std::fs::metadata(&name).map_or(0, |m| m.len());
+            }
+        }
+        total
+    }
+
+    /// Logs and applies records received from the primary (one flush for
+    /// all), numbered by its log: the first must follow this log's last.
+    /// Returns the last LSN, durable and applied.
+    pub fn apply_replicated(
+        self: &Arc<Self>,
+        records: &[crate::wal::Record],
+    ) -> Result<Lsn, CollectionError> {
+        self.check_writable()?;
+        let last = self.wal.append_replicated(records)?;
+        for r in records {
+            self.apply_in_order(r.lsn, r.kind, &r.body)?;
+        }
+        self.maybe_merge();
+        Ok(last)
     }
 
     pub(crate) fn idmap(&self) -> &IdMap {

@@ -81,6 +81,7 @@ impl Collection {
         let generation = self.state.read().generation.clone();
         let lsn_at_least = self.wal().last_lsn();
         let mut bytes = copy_synced(&self.dir().join(CONFIG_FILE), &tmp.join(CONFIG_FILE))?;
+        bytes += copy_synced(&self.dir().join(super::UID_FILE), &tmp.join(super::UID_FILE))?;
         if let Some(g) = &generation {
             bytes += copy_synced(&self.dir().join(MANIFEST_FILE), &tmp.join(MANIFEST_FILE))?;
             let gen_name = g.gen_dir.file_name().ok_or_else(|| {

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod collection;
+pub mod replication;
 pub mod search;
 
 use std::time::Instant;

@@ -60,6 +60,8 @@ pub fn router(state: Shared) -> Router {
         .route("/collections/{name}/snapshots", get(list_snapshots).post(create_snapshot))
         .route("/collections/{name}/snapshots/{snapshot}", axum::routing::delete(delete_snapshot))
         .route("/metrics", get(metrics))
+        .route("/replication", get(replication_status))
+        .route("/replication/promote", post(promote))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
     let app =
         Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).merge(api);
@@ -202,6 +204,14 @@ fn query_params<T: Default>(q: Result<QueryString<T>, QueryRejection>) -> ApiRes
     q.map(|QueryString(v)| v).map_err(|e| ApiError::bad(format!("query string: {e}")))
 }
 
+/// A standby, or a primary fenced by a newer one, refuses writes.
+fn writable(s: &AppState) -> ApiResult<()> {
+    match s.repl.write_refusal() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 fn ready(s: &AppState) -> ApiResult<()> {
     if s.ready.load(Ordering::Acquire) {
         Ok(())
@@ -321,7 +331,32 @@ async fn metrics(State(s): State<Shared>) -> Response {
     let colls: Vec<(String, crate::collection::Stats, f64)> =
         s.colls.read().iter().map(|(n, c)| (n.clone(), c.stats(), c.merge_progress())).collect();
     m::render_state(&mut out, &colls, s.ready.load(Ordering::Acquire));
+    s.repl.render_metrics(&mut out, &last_lsns(&s));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
+
+// ---- replication ----------------------------------------------------------
+
+fn last_lsns(s: &AppState) -> Vec<(String, u64)> {
+    s.colls.read().iter().map(|(n, c)| (n.clone(), c.last_lsn())).collect()
+}
+
+async fn replication_status(State(s): State<Shared>) -> ApiResult<Response> {
+    let t0 = Instant::now();
+    Ok(ok(s.repl.status(&last_lsns(&s)), t0))
+}
+
+/// Promotes a standby (`basalt promote` calls this).
+async fn promote(State(s): State<Shared>) -> ApiResult<Response> {
+    let t0 = Instant::now();
+    ready(&s)?;
+    let s2 = Arc::clone(&s);
+    let r = blocking(&s, move || {
+        let _admin = s2.admin.lock();
+        super::repl::Replication::promote(&s2)
+    })
+    .await?;
+    Ok(ok(r, t0))
 }
 
 // ---- collections ----------------------------------------------------------
@@ -534,6 +569,7 @@ async fn create_collection(
 ) -> ApiResult<Response> {
     let t0 = Instant::now();
     ready(&s)?;
+    writable(&s)?;
     let _ = query_params(q)?;
     let b = body(b, &s)?;
     check_name(&s, &name)?;
@@ -587,6 +623,7 @@ async fn delete_collection(
 ) -> ApiResult<Response> {
     let t0 = Instant::now();
     ready(&s)?;
+    writable(&s)?;
     let _ = query_params(q)?;
     let s2 = Arc::clone(&s);
     let found = blocking(&s, move || {
@@ -735,13 +772,20 @@ async fn upsert(
 ) -> ApiResult<Response> {
     let t0 = Instant::now();
     let c = collection(&s, &name)?;
+    writable(&s)?;
     wire::check_wait(&query_params(q)?)?;
     let b = body(b, &s)?;
     let req: wire::Upsert = wire::parse(&b)?;
     drop(b);
     let points = upsert_points(&s, req)?;
     let retry = s.cfg.search.retry_after_s;
-    let ack = blocking(&s, move || c.upsert(&points).map_err(|e| coll_error(e, retry))).await?;
+    let s2 = Arc::clone(&s);
+    let ack = blocking(&s, move || {
+        let ack = c.upsert(&points).map_err(|e| coll_error(e, retry))?;
+        s2.repl.wait_sync(&name, ack.lsn)?;
+        Ok(ack)
+    })
+    .await?;
     metrics::counter!(m::UPSERTED_POINTS).increment(ack.points as u64);
     Ok(ok(update_result(ack.lsn), t0))
 }
@@ -754,6 +798,7 @@ async fn delete_points(
 ) -> ApiResult<Response> {
     let t0 = Instant::now();
     let c = collection(&s, &name)?;
+    writable(&s)?;
     wire::check_wait(&query_params(q)?)?;
     let b = body(b, &s)?;
     let req: wire::DeletePoints = wire::parse(&b)?;
@@ -764,7 +809,13 @@ async fn delete_points(
     };
     let ids = ids_list(&s, &points, "points")?;
     let retry = s.cfg.search.retry_after_s;
-    let ack = blocking(&s, move || c.delete(&ids).map_err(|e| coll_error(e, retry))).await?;
+    let s2 = Arc::clone(&s);
+    let ack = blocking(&s, move || {
+        let ack = c.delete(&ids).map_err(|e| coll_error(e, retry))?;
+        s2.repl.wait_sync(&name, ack.lsn)?;
+        Ok(ack)
+    })
+    .await?;
     metrics::counter!(m::DELETED_POINTS).increment(ack.points as u64);
     Ok(ok(update_result(ack.lsn), t0))
 }
@@ -933,6 +984,7 @@ async fn payload_write(
 ) -> ApiResult<Response> {
     let t0 = Instant::now();
     let c = collection(&s, &name)?;
+    writable(&s)?;
     wire::check_wait(&query_params(q)?)?;
     let b = body(b, &s)?;
     let req: wire::SetPayload = wire::parse(&b)?;
@@ -948,6 +1000,7 @@ async fn payload_write(
     let ids = ids_list(&s, &points, "points")?;
     let max = s.cfg.limits.payload_bytes_max;
     let retry = s.cfg.search.retry_after_s;
+    let s2 = Arc::clone(&s);
     let ack = blocking(&s, move || {
         let mut ups = Vec::with_capacity(ids.len());
         let mut seen = HashSet::new();
@@ -977,7 +1030,9 @@ async fn payload_write(
             }
             ups.push(PointIn { id: id.clone(), vector: p.vector, payload: Some(payload) });
         }
-        c.upsert(&ups).map_err(|e| coll_error(e, retry))
+        let ack = c.upsert(&ups).map_err(|e| coll_error(e, retry))?;
+        s2.repl.wait_sync(&name, ack.lsn)?;
+        Ok(ack)
     })
     .await?;
     Ok(ok(update_result(ack.lsn), t0))
@@ -1336,7 +1391,10 @@ mod tests {
     use tower::ServiceExt;
 
     fn state(cfg: super::super::config::ServerConfig) -> Shared {
+        let data = tempfile::tempdir().expect("tempdir").keep();
+        let repl = super::super::repl::Replication::load(&cfg.replication, &data).expect("repl");
         Arc::new(AppState {
+            repl,
             colls: parking_lot::RwLock::new(Default::default()),
             pool: super::super::pool::SearchPool::new(1, 4).expect("pool"),
             ready: std::sync::atomic::AtomicBool::new(true),

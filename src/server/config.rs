@@ -25,6 +25,108 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     pub collections: CollectionDefaults,
     pub log: LogConfig,
+    pub replication: ReplicationConfig,
+}
+
+/// Active / warm-standby replication (ARCHITECTURE.md, "Replication").
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// "primary" or "standby" at first start; a promotion or a rejoin
+    /// records the role in DATA/replication.state, which wins afterwards.
+    pub role: String,
+    /// The primary's replication listener, address:port; empty: none.
+    pub listen: String,
+    /// A standby's primary (its replication address:port).
+    pub primary: String,
+    /// Shared secret both nodes present (compared in constant time).
+    pub secret: String,
+    /// This node's name in the primary's status; empty: the host name.
+    pub node_name: String,
+    /// "async": a write is acknowledged after the primary's fsync; "sync":
+    /// after the standby's too.
+    pub mode: String,
+    /// Sync mode: how long a write waits for the standby.
+    pub sync_timeout_ms: u64,
+    /// Sync mode, past the timeout: "fail" the write (it stays durable on
+    /// the primary) or "degrade" to async until the standby catches up.
+    pub sync_on_timeout: String,
+    /// WAL bytes kept per collection for a standby that has not flushed
+    /// them; past it the standby is lost and takes a new base copy.
+    pub retention_bytes_max: u64,
+    /// A standby's first wait before reconnecting (doubling to 5 s).
+    pub reconnect_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            role: "primary".into(),
+            listen: String::new(),
+            primary: String::new(),
+            secret: String::new(),
+            node_name: String::new(),
+            mode: "async".into(),
+            sync_timeout_ms: 5_000,
+            sync_on_timeout: "fail".into(),
+            retention_bytes_max: 4 << 30,
+            reconnect_ms: 200,
+        }
+    }
+}
+
+impl ReplicationConfig {
+    /// The name this node gives itself.
+    pub fn node_name(&self) -> String {
+        if !self.node_name.is_empty() {
+            return self.node_name.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "basalt".into())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let one_of = |key: &str, v: &str, set: &[&str]| -> Result<(), String> {
+            if set.contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("replication.{key} {v:?} is not one of {set:?}"))
+            }
+        };
+        one_of("role", &self.role, &["primary", "standby"])?;
+        one_of("mode", &self.mode, &["async", "sync"])?;
+        one_of("sync_on_timeout", &self.sync_on_timeout, &["fail", "degrade"])?;
+        for (key, v) in [("listen", &self.listen), ("primary", &self.primary)] {
+            if !v.is_empty() {
+                v.parse::<SocketAddr>()
+                    .map_err(|e| format!("replication.{key} {v:?} is not an address:port: {e}"))?;
+            }
+        }
+        if self.role == "standby" && self.primary.is_empty() {
+            return Err("replication.role = \"standby\" needs replication.primary".into());
+        }
+        let replicating = self.role == "standby" || !self.listen.is_empty();
+        if replicating && self.secret.len() < 16 {
+            return Err("replication needs replication.secret of at least 16 bytes".into());
+        }
+        if !(1..=3_600_000).contains(&self.sync_timeout_ms) {
+            return Err(format!(
+                "replication.sync_timeout_ms = {} is outside 1..=3600000",
+                self.sync_timeout_ms
+            ));
+        }
+        if self.retention_bytes_max < 1 << 20 {
+            return Err("replication.retention_bytes_max is below 1 MiB".into());
+        }
+        if !(10..=60_000).contains(&self.reconnect_ms) {
+            return Err(format!(
+                "replication.reconnect_ms = {} is outside 10..=60000",
+                self.reconnect_ms
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -225,6 +327,9 @@ impl ServerConfig {
         if !c.service.api_key.is_empty() {
             c.service.api_key = "(set, not shown)".into();
         }
+        if !c.replication.secret.is_empty() {
+            c.replication.secret = "(set, not shown)".into();
+        }
         toml::to_string(&c).unwrap_or_else(|e| format!("# cannot print: {e}"))
     }
 
@@ -283,6 +388,7 @@ impl ServerConfig {
                 self.log.format
             ));
         }
+        self.replication.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| format!("log.level {:?}: {e}", self.log.level))?;
         // The collection defaults are checked as a collection would be.

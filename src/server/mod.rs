@@ -13,6 +13,7 @@ pub mod demo;
 pub mod metrics;
 pub mod notify;
 pub mod pool;
+pub mod repl;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -48,6 +49,7 @@ pub struct AppState {
     pub admin: Mutex<()>,
     /// Requests on blocking threads at once, at most.
     pub blocking: Arc<tokio::sync::Semaphore>,
+    pub repl: repl::Replication,
 }
 
 impl AppState {
@@ -101,6 +103,17 @@ fn scan(data: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// A collection name that is one plain path component.
+pub fn check_name_plain(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 255
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        bail!("collection name {name:?}: 1..=255 of letters, digits, '_' and '-'");
+    }
+    Ok(())
+}
+
 /// Options every collection is opened with: the entry cache's RAM from
 /// `search.cache_bytes_per_collection` (0: no cache).
 pub fn open_options(cfg: &ServerConfig) -> CollectionOptions {
@@ -127,6 +140,7 @@ pub fn run(cfg: ServerConfig, demo: bool) -> Result<()> {
         demo::ensure(&data, &cfg)?;
     }
     let handle = metrics::install().map_err(anyhow::Error::msg)?;
+    let repl = repl::Replication::load(&cfg.replication, &data)?;
     let threads = match cfg.search.threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -146,6 +160,7 @@ pub fn run(cfg: ServerConfig, demo: bool) -> Result<()> {
         metrics: handle,
         admin: Mutex::new(()),
         blocking: Arc::new(tokio::sync::Semaphore::new(cfg.service.blocking_threads)),
+        repl,
     });
     let r = rt.block_on(serve(Arc::clone(&state), addr, demo));
     // Whatever happened, make acknowledged writes durable before leaving.
@@ -181,6 +196,7 @@ async fn serve(state: Arc<AppState>, addr: std::net::SocketAddr, demo: bool) -> 
         r = opening => {
             r.context("opening collections")??;
             state.ready.store(true, Ordering::Release);
+            repl::Replication::start(&state).context("starting replication")?;
             let n = state.colls.read().len();
             info!(collections = n, "ready");
             notify::ready(&format!("serving {n} collections on {local}"));
@@ -252,6 +268,9 @@ fn open_all(state: &AppState) -> Result<()> {
             .with_context(|| format!("opening collection {name}"));
         extend.stop();
         let c = c?;
+        if state.repl.role() == repl::state::Role::Standby {
+            c.set_follower(true);
+        }
         let s = c.stats();
         info!(collection = %name, points = s.points, delta_points = s.delta_points,
               last_lsn = s.last_lsn, seconds = t.elapsed().as_secs_f64(), "opened");
