@@ -206,6 +206,8 @@ pub struct CollectionDefaults {
     pub tombstones_merge: u64,
     pub delta_bytes_max: u64,
     pub write_wait_ms_max: u64,
+    /// A WAL segment rolls past this size (merges remove whole segments).
+    pub wal_segment_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -277,6 +279,7 @@ impl Default for CollectionDefaults {
             tombstones_merge: c.tombstones_merge,
             delta_bytes_max: c.delta_bytes_max,
             write_wait_ms_max: c.write_wait_ms_max,
+            wal_segment_bytes: crate::wal::SEGMENT_BYTES_DEFAULT,
         }
     }
 }
@@ -375,6 +378,12 @@ impl ServerConfig {
         range("limits.payload_bytes_max", l.payload_bytes_max, 2, PAYLOAD_BYTES_MAX)?;
         range("limits.requests_in_flight_max", l.requests_in_flight_max, 1, 1 << 20)?;
         range("limits.snapshots_per_collection_max", l.snapshots_per_collection_max, 0, 1024)?;
+        if !(64 << 10..=1 << 40).contains(&self.collections.wal_segment_bytes) {
+            return Err(format!(
+                "collections.wal_segment_bytes = {} is outside 65536..=2^40",
+                self.collections.wal_segment_bytes
+            ));
+        }
         let c = &self.collections;
         if c.durability != "fsync" && c.durability != "none" {
             return Err(format!(

@@ -117,7 +117,10 @@ pub fn check_name_plain(name: &str) -> Result<()> {
 /// Options every collection is opened with: the entry cache's RAM from
 /// `search.cache_bytes_per_collection` (0: no cache).
 pub fn open_options(cfg: &ServerConfig) -> CollectionOptions {
-    let mut o = CollectionOptions::default();
+    let mut o = CollectionOptions {
+        wal_segment_bytes_max: Some(cfg.collections.wal_segment_bytes),
+        ..CollectionOptions::default()
+    };
     let b = cfg.search.cache_bytes_per_collection;
     if b > 0 {
         o.index.cache_bytes = Some(b);
@@ -174,6 +177,7 @@ async fn serve(state: Arc<AppState>, addr: std::net::SocketAddr, demo: bool) -> 
         .await
         .with_context(|| format!("listening on {addr}"))?;
     let local = listener.local_addr().context("the listening address")?;
+    *state.repl.http_addr.lock() = local.to_string();
     info!(address = %local, "listening");
     // A line tests and scripts can wait for (the port may be 0 = any).
     eprintln!("basalt: listening on {local}");

@@ -84,6 +84,27 @@ impl Server {
         self.log.lock().expect("log").clone()
     }
 
+    /// The replication listener's address (from its start-up line).
+    pub fn repl_addr(&self) -> String {
+        let t = Instant::now();
+        loop {
+            if let Some(a) = self
+                .log()
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("basalt: replication listening on "))
+            {
+                return a.trim().to_string();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no replication listener: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn req(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         request(&self.addr, method, path, body, &[])
     }

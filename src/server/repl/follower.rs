@@ -338,12 +338,17 @@ fn session(state: &Arc<AppState>) -> anyhow::Result<()> {
     let hello = frame::Hello {
         secret: r.cfg.secret.clone(),
         node: r.cfg.node_name(),
-        positions: state
-            .colls
-            .read()
-            .iter()
-            .map(|(n, c)| frame::Position { name: n.clone(), uid: c.uid(), lsn: c.last_lsn() })
-            .collect(),
+        // A rejoining node's collections are discarded: it claims none.
+        positions: if r.node.lock().rejoin {
+            Vec::new()
+        } else {
+            state
+                .colls
+                .read()
+                .iter()
+                .map(|(n, c)| frame::Position { name: n.clone(), uid: c.uid(), lsn: c.last_lsn() })
+                .collect()
+        },
         resume: resumable(state.data_dir()),
     };
     frame::write_json(&mut s, Kind::Hello, my_epoch, &hello)?;

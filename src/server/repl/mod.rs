@@ -122,6 +122,8 @@ pub struct Replication {
     pub stop_follow: AtomicBool,
     pub follow_socket: Mutex<Option<std::net::TcpStream>>,
     follower: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// This node's bound HTTP address (told to standbys).
+    pub http_addr: Mutex<String>,
     /// Primary: base copies staged for the standby (resumable).
     pub staged: Mutex<shipper::Staged>,
 }
@@ -170,6 +172,7 @@ impl Replication {
             follow_socket: Mutex::new(None),
             follower: Mutex::new(None),
             staged: Mutex::new(HashMap::new()),
+            http_addr: Mutex::new(String::new()),
         })
     }
 

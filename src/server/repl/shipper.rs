@@ -218,7 +218,7 @@ fn serve(state: &Arc<AppState>, mut s: TcpStream, peer: &str) -> anyhow::Result<
     }
     let colls = catalog(state);
     let welcome = frame::Welcome {
-        http: state.cfg.service.listen.clone(),
+        http: r.http_addr.lock().clone(),
         history: r.node.lock().history.clone(),
         collections: colls.iter().map(|(id, _)| id.clone()).collect(),
     };
