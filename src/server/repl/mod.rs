@@ -503,7 +503,10 @@ impl Replication {
         let _ = writeln!(out, "basalt_replication_role {}", u8::from(n.role == Role::Primary));
         g(out, "basalt_replication_epoch", "This node's epoch");
         let _ = writeln!(out, "basalt_replication_epoch {}", n.epoch);
-        g(out, "basalt_replication_fenced", "1 once a newer primary fenced this node");
+        g(out, "basalt_replication_configured", "1 when this node replicates (a listener, or a standby)");
+        let on = n.role == Role::Standby || !self.cfg.listen.is_empty();
+        let _ = writeln!(out, "basalt_replication_configured {}", u8::from(on));
+                g(out, "basalt_replication_fenced", "1 once a newer primary fenced this node");
         let _ = writeln!(out, "basalt_replication_fenced {}", u8::from(n.fenced_by.is_some()));
         let per = v["collections"].as_object().cloned().unwrap_or_default();
         let num = |x: &serde_json::Value| x.as_f64().unwrap_or(0.0);
