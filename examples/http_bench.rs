@@ -15,12 +15,9 @@
 //! The daemon binary is `BASALT_BIN` or target/release/basalt. Client and
 //! server share the machine's cores: say so when quoting.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use basalt::collection::config::CollectionConfig;
@@ -31,6 +28,10 @@ use basalt::element::ElementType;
 use basalt::search::SearchParams;
 use basalt::vecfile::VectorFile;
 use serde_json::{Value, json};
+
+#[path = "support/http.rs"]
+mod http;
+use http::{Conn, Daemon};
 
 const K: usize = 10;
 const BEAM: usize = 4;
@@ -76,48 +77,6 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// A keep-alive HTTP/1.1 connection.
-struct Conn {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-    host: String,
-}
-
-impl Conn {
-    fn new(addr: &str) -> Result<Conn> {
-        let s = TcpStream::connect(addr)?;
-        s.set_nodelay(true)?;
-        Ok(Conn { r: BufReader::new(s.try_clone()?), w: s, host: addr.to_string() })
-    }
-
-    fn call(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.host,
-            body.len()
-        );
-        self.w.write_all(head.as_bytes())?;
-        self.w.write_all(body)?;
-        let mut line = String::new();
-        self.r.read_line(&mut line)?;
-        let status: u16 = line.split_whitespace().nth(1).context("status")?.parse()?;
-        let mut len = 0usize;
-        loop {
-            line.clear();
-            self.r.read_line(&mut line)?;
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse()?;
-            }
-        }
-        let mut out = vec![0u8; len];
-        self.r.read_exact(&mut out)?;
-        Ok((status, out))
-    }
-}
-
 fn ids_of(body: &[u8]) -> Result<Vec<u64>> {
     let v: Value = serde_json::from_slice(body)?;
     Ok(v["result"]["points"]
@@ -126,60 +85,6 @@ fn ids_of(body: &[u8]) -> Result<Vec<u64>> {
         .iter()
         .filter_map(|p| p["id"].as_u64())
         .collect())
-}
-
-struct Daemon {
-    child: Child,
-    addr: String,
-}
-
-impl Daemon {
-    fn start(data: &Path, env: &[(&str, &str)]) -> Result<Daemon> {
-        let bin = std::env::var("BASALT_BIN").unwrap_or_else(|_| "target/release/basalt".into());
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting basalt serve")?;
-        let mut err = BufReader::new(child.stderr.take().context("stderr")?);
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            if err.read_line(&mut line)? == 0 {
-                bail!("basalt serve exited before listening");
-            }
-            if let Some(a) = line.trim().strip_prefix("basalt: listening on ") {
-                break a.to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in err.lines() {});
-        let t = Instant::now();
-        loop {
-            if let Ok(mut c) = Conn::new(&addr)
-                && let Ok((200, _)) = c.call("GET", "/readyz", b"")
-            {
-                break;
-            }
-            if t.elapsed() > Duration::from_secs(120) {
-                bail!("not ready");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Daemon { child, addr })
-    }
-
-    fn stop(mut self) -> Result<()> {
-        Command::new("kill").arg(self.child.id().to_string()).status()?;
-        let st = self.child.wait()?;
-        if !st.success() {
-            bail!("basalt serve exited {st}");
-        }
-        Ok(())
-    }
 }
 
 struct Args {

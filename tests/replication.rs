@@ -746,7 +746,9 @@ fn a_standby_never_follows_nor_applies_a_lower_epoch() {
         let mut fed = Vec::new();
         while let Ok(f) = frame::read(&mut c) {
             if f.kind == Kind::Feedback {
-                fed.push(f.json::<frame::Feedback>().expect("feedback").positions["c"].applied);
+                fed.push(
+                    f.json::<frame::Feedback>().expect("feedback").positions["c"].lsns.applied,
+                );
                 if fed.len() >= 2 {
                     break;
                 }
@@ -772,4 +774,36 @@ fn a_standby_never_follows_nor_applies_a_lower_epoch() {
     let fed = session(2, Some(frame::encode(Kind::Wal, 2, 1, &wal)));
     assert!(fed.contains(&1), "the standby applied lsn 1: {fed:?}");
     assert_eq!(count(&s, "c"), 1);
+}
+
+/// A collection deleted and made again under its old name is a new
+/// collection to sync mode: the standby's position in the old one does not
+/// acknowledge writes to the new one.
+#[test]
+fn sync_mode_does_not_confuse_a_collection_made_again_under_its_name() {
+    let (dp, ds) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+    let p = primary(
+        dp.path(),
+        &[("BASALT_REPLICATION_MODE", "sync"), ("BASALT_REPLICATION_SYNC_TIMEOUT_MS", "500")],
+    );
+    create(&p, "c");
+    let proxy = Proxy::start(&p.repl_addr());
+    let s = standby(ds.path(), &proxy.addr, &[]);
+    wait_caught_up(&p, &s, Duration::from_secs(60));
+    for b in 0..5 {
+        let (st, v) = upsert(&p, "c", b * 10..(b + 1) * 10, b);
+        assert_eq!(st, 200, "{v}");
+    }
+    // The standby stops hearing anything; c is made again and written to.
+    proxy.stalled.store(true, Ordering::Release);
+    assert_eq!(p.req("DELETE", "/collections/c", None).0, 200);
+    create(&p, "c");
+    let (st, v) = upsert(&p, "c", 0..1, 9);
+    assert_eq!(st, 503, "the new c's write is not confirmed by the standby: {v}");
+    proxy.stalled.store(false, Ordering::Release);
+    proxy.reset();
+    wait_caught_up(&p, &s, Duration::from_secs(60));
+    let (st, v) = upsert(&p, "c", 1..2, 10);
+    assert_eq!(st, 200, "confirmed once the standby has the new c: {v}");
+    assert_eq!(count(&s, "c"), 2);
 }

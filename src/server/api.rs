@@ -782,7 +782,7 @@ async fn upsert(
     let s2 = Arc::clone(&s);
     let ack = blocking(&s, move || {
         let ack = c.upsert(&points).map_err(|e| coll_error(e, retry))?;
-        s2.repl.wait_sync(&name, ack.lsn)?;
+        s2.repl.wait_sync(&name, c.uid(), ack.lsn)?;
         Ok(ack)
     })
     .await?;
@@ -812,7 +812,7 @@ async fn delete_points(
     let s2 = Arc::clone(&s);
     let ack = blocking(&s, move || {
         let ack = c.delete(&ids).map_err(|e| coll_error(e, retry))?;
-        s2.repl.wait_sync(&name, ack.lsn)?;
+        s2.repl.wait_sync(&name, c.uid(), ack.lsn)?;
         Ok(ack)
     })
     .await?;
@@ -1031,7 +1031,7 @@ async fn payload_write(
             ups.push(PointIn { id: id.clone(), vector: p.vector, payload: Some(payload) });
         }
         let ack = c.upsert(&ups).map_err(|e| coll_error(e, retry))?;
-        s2.repl.wait_sync(&name, ack.lsn)?;
+        s2.repl.wait_sync(&name, c.uid(), ack.lsn)?;
         Ok(ack)
     })
     .await?;

@@ -288,14 +288,20 @@ fn install(state: &AppState, rc: Receiving) -> anyhow::Result<Arc<Collection>> {
     Ok(c)
 }
 
-fn positions(state: &AppState) -> BTreeMap<String, Lsns> {
+fn positions(state: &AppState) -> BTreeMap<String, frame::Reported> {
     state
         .colls
         .read()
         .iter()
         .map(|(n, c)| {
             let l = c.last_lsn();
-            (n.clone(), Lsns { received: l, flushed: l, applied: l })
+            (
+                n.clone(),
+                frame::Reported {
+                    uid: c.uid(),
+                    lsns: Lsns { received: l, flushed: l, applied: l },
+                },
+            )
         })
         .collect()
 }
@@ -411,7 +417,7 @@ fn session(state: &Arc<AppState>) -> anyhow::Result<()> {
     *r.last_error.lock() = None;
     info!(primary = %addr, epoch, collections = w.collections.len(), "following the primary");
     for (n, l) in positions(state) {
-        heard(state, &n, 0, Some(l));
+        heard(state, &n, 0, Some(l.lsns));
     }
     feedback(state, &mut s, epoch)?;
     s.set_read_timeout(Some(Duration::from_secs(1)))?;

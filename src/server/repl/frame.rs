@@ -271,9 +271,19 @@ pub struct Lsns {
     pub applied: Lsn,
 }
 
+/// One collection's positions on the standby.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Reported {
+    /// The uid of the standby's copy (a position of an older collection of
+    /// the same name is not a position of this one).
+    pub uid: u64,
+    #[serde(flatten)]
+    pub lsns: Lsns,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Feedback {
-    pub positions: std::collections::BTreeMap<String, Lsns>,
+    pub positions: std::collections::BTreeMap<String, Reported>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -228,14 +228,14 @@ impl Replication {
 
     /// Sync mode: waits until the standby has flushed `lsn` of `name`, up to
     /// `sync_timeout_ms`; then fails or degrades as configured.
-    pub fn wait_sync(&self, name: &str, lsn: Lsn) -> Result<(), ApiError> {
+    pub fn wait_sync(&self, name: &str, uid: u64, lsn: Lsn) -> Result<(), ApiError> {
         if self.cfg.mode != "sync" || self.degraded.load(Ordering::Acquire) {
             return Ok(());
         }
         let deadline = Instant::now() + Duration::from_millis(self.cfg.sync_timeout_ms);
         let mut slots = self.slots.lock();
         loop {
-            if slots.get(name).is_some_and(|s| s.confirmed.flushed >= lsn) {
+            if slots.get(name).is_some_and(|s| s.uid == uid && s.confirmed.flushed >= lsn) {
                 return Ok(());
             }
             if self.degraded.load(Ordering::Acquire) {
@@ -269,9 +269,9 @@ impl Replication {
     }
 
     /// A standby's report for one collection (primary side).
-    pub fn confirm(&self, name: &str, l: Lsns, last_lsns: &dyn Fn(&str) -> Option<Lsn>) {
+    pub fn confirm(&self, name: &str, uid: u64, l: Lsns, last_lsns: &dyn Fn(&str) -> Option<Lsn>) {
         let mut slots = self.slots.lock();
-        let s = slots.entry(name.to_string()).or_default();
+        let Some(s) = slots.get_mut(name).filter(|s| s.uid == uid) else { return };
         s.confirmed = l;
         while s.sent.front().is_some_and(|f| f.1 <= l.applied) {
             s.sent.pop_front();
@@ -366,6 +366,14 @@ impl Replication {
         }
         r.followed.lock().clear();
         r.connected.store(false, Ordering::Release);
+        // Base copies the standby had not finished are of no use now.
+        if let Ok(rd) = std::fs::read_dir(state.data_dir()) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(follower::RECEIVING_PREFIX) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         warn!(epoch, switch_lsns = ?lsns, "promoted: this node is now the primary");
         if !r.cfg.listen.is_empty()
             && !r.listener_started.swap(true, Ordering::AcqRel)
@@ -490,117 +498,135 @@ impl Replication {
         out
     }
 
-    /// Replication gauges for /metrics (rendered at scrape time).
+    /// Replication gauges for /metrics (rendered at scrape time). Every
+    /// family is declared on both roles; samples come from the node's role.
     pub fn render_metrics(&self, out: &mut String, colls: &[(String, Lsn)]) {
         use std::fmt::Write as _;
         let v = self.status(colls);
         let n = self.node.lock().clone();
-        let g = |out: &mut String, name: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-        };
-        g(out, "basalt_replication_role", "1 on a primary, 0 on a standby");
-        let _ = writeln!(out, "basalt_replication_role {}", u8::from(n.role == Role::Primary));
-        g(out, "basalt_replication_epoch", "This node's epoch");
-        let _ = writeln!(out, "basalt_replication_epoch {}", n.epoch);
-        g(out, "basalt_replication_configured", "1 when this node replicates (a listener, or a standby)");
-        let on = n.role == Role::Standby || !self.cfg.listen.is_empty();
-        let _ = writeln!(out, "basalt_replication_configured {}", u8::from(on));
-                g(out, "basalt_replication_fenced", "1 once a newer primary fenced this node");
-        let _ = writeln!(out, "basalt_replication_fenced {}", u8::from(n.fenced_by.is_some()));
+        let primary = n.role == Role::Primary;
         let per = v["collections"].as_object().cloned().unwrap_or_default();
-        let num = |x: &serde_json::Value| x.as_f64().unwrap_or(0.0);
-        match n.role {
-            Role::Primary => {
-                g(out, "basalt_replication_standby_connected", "1 while a standby is connected");
-                let _ = writeln!(
-                    out,
-                    "basalt_replication_standby_connected {}",
-                    u8::from(!v["standby"].is_null())
-                );
-                g(
-                    out,
-                    "basalt_replication_sync_degraded",
-                    "1 while sync mode runs degraded to async",
-                );
-                let _ = writeln!(
-                    out,
-                    "basalt_replication_sync_degraded {}",
-                    u8::from(v["sync_state"] == "degraded")
-                );
-                for (metric, key, help) in [
-                    (
-                        "basalt_replication_lag_bytes",
-                        "lag_bytes",
-                        "WAL bytes sent and not yet flushed by the standby",
-                    ),
-                    (
-                        "basalt_replication_lag_records",
-                        "lag_records",
-                        "WAL records not yet flushed by the standby",
-                    ),
-                    (
-                        "basalt_replication_flush_lag_seconds",
-                        "flush_lag_s",
-                        "Age of the oldest record the standby has not flushed",
-                    ),
-                    (
-                        "basalt_replication_replay_lag_seconds",
-                        "replay_lag_s",
-                        "Age of the oldest record the standby has not applied",
-                    ),
-                ] {
-                    g(out, metric, help);
-                    for (c, x) in &per {
-                        if x.get("lost").is_some() {
-                            let _ =
-                                writeln!(out, "{metric}{{collection=\"{c}\"}} {}", num(&x[key]));
-                        }
-                    }
-                }
-                g(
-                    out,
-                    "basalt_replication_standby_lost",
-                    "1 when the standby fell behind the retention cap",
-                );
-                for (c, x) in &per {
-                    if let Some(l) = x.get("lost").and_then(|l| l.as_bool()) {
-                        let _ = writeln!(
-                            out,
-                            "basalt_replication_standby_lost{{collection=\"{c}\"}} {}",
-                            u8::from(l)
-                        );
-                    }
-                }
+        let num = |x: &serde_json::Value| {
+            x.as_f64().or_else(|| x.as_bool().map(|b| f64::from(u8::from(b)))).unwrap_or(0.0)
+        };
+        let on = n.role == Role::Standby || !self.cfg.listen.is_empty();
+        // (name, help, on a primary?, a node-wide value, or a per-collection key)
+        let scalars: [(&str, &str, Option<bool>, f64); 7] = [
+            (
+                "basalt_replication_role",
+                "1 on a primary, 0 on a standby",
+                None,
+                f64::from(u8::from(primary)),
+            ),
+            ("basalt_replication_epoch", "This node's epoch", None, n.epoch as f64),
+            (
+                "basalt_replication_fenced",
+                "1 once a newer primary fenced this node",
+                None,
+                f64::from(u8::from(n.fenced_by.is_some())),
+            ),
+            (
+                "basalt_replication_configured",
+                "1 when this node replicates (a listener, or a standby)",
+                None,
+                f64::from(u8::from(on)),
+            ),
+            (
+                "basalt_replication_standby_connected",
+                "1 while a standby is connected",
+                Some(true),
+                f64::from(u8::from(!v["standby"].is_null())),
+            ),
+            (
+                "basalt_replication_sync_degraded",
+                "1 while sync mode runs degraded to async",
+                Some(true),
+                f64::from(u8::from(v["sync_state"] == "degraded")),
+            ),
+            (
+                "basalt_replication_connected",
+                "1 while following the primary",
+                Some(false),
+                num(&v["connected"]),
+            ),
+        ];
+        for (name, help, role, value) in scalars {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            if role.is_none_or(|p| p == primary) {
+                let _ = writeln!(out, "{name} {value}");
             }
-            Role::Standby => {
-                g(out, "basalt_replication_connected", "1 while following the primary");
-                let _ = writeln!(
-                    out,
-                    "basalt_replication_connected {}",
-                    num(&v["connected"].as_bool().map_or(0.into(), |b| u8::from(b).into()))
-                );
-                for (metric, key, help) in [
-                    (
-                        "basalt_replication_applied_lsn",
-                        "applied_lsn",
-                        "Last WAL record applied here",
-                    ),
-                    (
-                        "basalt_replication_standby_lag_records",
-                        "lag_records",
-                        "Records the primary has that this node has not applied",
-                    ),
-                    (
-                        "basalt_replication_standby_lag_seconds",
-                        "lag_s",
-                        "How long this node has lacked its oldest missing record",
-                    ),
-                ] {
-                    g(out, metric, help);
-                    for (c, x) in &per {
-                        let _ = writeln!(out, "{metric}{{collection=\"{c}\"}} {}", num(&x[key]));
-                    }
+        }
+        let families: [(&str, &str, bool, &str); 10] = [
+            (
+                "basalt_replication_lag_bytes",
+                "WAL bytes sent and not yet flushed by the standby",
+                true,
+                "lag_bytes",
+            ),
+            (
+                "basalt_replication_lag_records",
+                "WAL records not yet flushed by the standby",
+                true,
+                "lag_records",
+            ),
+            (
+                "basalt_replication_write_lag_seconds",
+                "Age of the oldest record the standby has not received",
+                true,
+                "write_lag_s",
+            ),
+            (
+                "basalt_replication_flush_lag_seconds",
+                "Age of the oldest record the standby has not flushed",
+                true,
+                "flush_lag_s",
+            ),
+            (
+                "basalt_replication_replay_lag_seconds",
+                "Age of the oldest record the standby has not applied",
+                true,
+                "replay_lag_s",
+            ),
+            (
+                "basalt_replication_standby_lost",
+                "1 when the standby fell behind the retention cap",
+                true,
+                "lost",
+            ),
+            (
+                "basalt_replication_applied_lsn",
+                "Last WAL record applied here",
+                false,
+                "applied_lsn",
+            ),
+            (
+                "basalt_replication_standby_lag_records",
+                "Records the primary has that this node has not applied",
+                false,
+                "lag_records",
+            ),
+            (
+                "basalt_replication_standby_lag_seconds",
+                "How long this node has lacked its oldest missing record",
+                false,
+                "lag_s",
+            ),
+            (
+                "basalt_replication_primary_lsn",
+                "The primary's last LSN as this standby last heard it",
+                false,
+                "primary_lsn",
+            ),
+        ];
+        for (name, help, on_primary, key) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            if on_primary != primary {
+                continue;
+            }
+            for (c, x) in &per {
+                // A primary's collection no standby follows has no series.
+                if x.get(key).is_some() {
+                    let _ = writeln!(out, "{name}{{collection=\"{c}\"}} {}", num(&x[key]));
                 }
             }
         }

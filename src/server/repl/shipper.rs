@@ -308,9 +308,9 @@ fn serve(state: &Arc<AppState>, mut s: TcpStream, peer: &str) -> anyhow::Result<
                         let Ok(fb) = f.json::<frame::Feedback>() else { break };
                         let colls = st.colls.read();
                         let last = |n: &str| colls.get(n).map(|c| c.last_lsn());
-                        for (name, l) in fb.positions {
-                            if colls.contains_key(&name) {
-                                r.confirm(&name, l, &last);
+                        for (name, rep) in fb.positions {
+                            if colls.get(&name).is_some_and(|c| c.uid() == rep.uid) {
+                                r.confirm(&name, rep.uid, rep.lsns, &last);
                             }
                         }
                         drop(colls);
@@ -360,6 +360,10 @@ fn serve(state: &Arc<AppState>, mut s: TcpStream, peer: &str) -> anyhow::Result<
                 let fresh = streams.get(&id.name).is_none_or(|(uid, _)| *uid != id.uid);
                 if fresh {
                     streams.insert(id.name.clone(), (id.uid, Stream::Base(None)));
+                    // A collection made anew under an old name starts from nothing.
+                    r.slots
+                        .lock()
+                        .insert(id.name.clone(), super::Slot { uid: id.uid, ..Default::default() });
                 }
             }
             streams.retain(|n, _| ids.iter().any(|i| &i.name == n));
