@@ -72,6 +72,19 @@ struct Pair {
     standby: Option<Daemon>,
 }
 
+/// A standby daemon in `dir` following the primary's replication address `repl`.
+fn start_standby(dir: &Path, repl: &str) -> Result<Daemon> {
+    Daemon::start(
+        dir,
+        &[
+            ("BASALT_REPLICATION_ROLE", "standby"),
+            ("BASALT_REPLICATION_PRIMARY", repl),
+            ("BASALT_REPLICATION_SECRET", SECRET),
+            ("RUST_LOG", "info,fjall=warn,lsm_tree=warn"),
+        ],
+    )
+}
+
 fn pair(work: &Path, mode: &str, dim: usize, extra: &[(&str, &str)]) -> Result<Pair> {
     let (dp, ds) = (work.join("primary"), work.join("standby"));
     let _ = std::fs::remove_dir_all(&dp);
@@ -97,15 +110,7 @@ fn pair(work: &Path, mode: &str, dim: usize, extra: &[(&str, &str)]) -> Result<P
     } else {
         let repl =
             primary.log_line("basalt: replication listening on ", Duration::from_secs(30))?;
-        let s = Daemon::start(
-            &ds,
-            &[
-                ("BASALT_REPLICATION_ROLE", "standby"),
-                ("BASALT_REPLICATION_PRIMARY", &repl),
-                ("BASALT_REPLICATION_SECRET", SECRET),
-                ("RUST_LOG", "info,fjall=warn,lsm_tree=warn"),
-            ],
-        )?;
+        let s = start_standby(&ds, &repl)?;
         let t = Instant::now();
         loop {
             let (_, b) = c.call("GET", "/replication", b"")?;
@@ -337,15 +342,7 @@ fn main() -> Result<()> {
     let ds = work.join("copy");
     let _ = std::fs::remove_dir_all(&ds);
     let t = Instant::now();
-    let s = Daemon::start(
-        &ds,
-        &[
-            ("BASALT_REPLICATION_ROLE", "standby"),
-            ("BASALT_REPLICATION_PRIMARY", &repl),
-            ("BASALT_REPLICATION_SECRET", SECRET),
-            ("RUST_LOG", "info,fjall=warn,lsm_tree=warn"),
-        ],
-    )?;
+    let s = start_standby(&ds, &repl)?;
     let installed = loop {
         if let Ok(g) = s.log.lock()
             && let Some(l) = g.lines().find(|l| l.contains("base copy installed"))

@@ -137,7 +137,7 @@ impl Replication {
             Some(s) => {
                 if s.role != configured {
                     warn!(configured = cfg.role, recorded = ?s.role,
-                          "replication.role differs from the role this node recorded (a promotion or rejoin): the recorded role applies");
+                          "replication.role differs from the role this node recorded (a promotion or rejoin): the recorded role applies; to make a promoted node a standby again, run basalt rejoin");
                 }
                 s
             }
