@@ -37,11 +37,23 @@ pub struct DeltaPoint {
     pub id: ExternalId,
     pub payload: Option<String>,
     deleted: AtomicBool,
+    /// The payload parsed, on the first filter that reads it.
+    doc: std::sync::OnceLock<serde_json::Value>,
 }
 
 impl DeltaPoint {
     pub fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Acquire)
+    }
+
+    /// The payload as JSON (`{}` when none), parsed once.
+    pub fn doc(&self) -> &serde_json::Value {
+        self.doc.get_or_init(|| {
+            self.payload
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok())
+                .unwrap_or_else(|| serde_json::Value::Object(Default::default()))
+        })
     }
 }
 
@@ -126,8 +138,10 @@ impl Delta {
     /// Estimated memory one point of `payload_bytes` adds.
     pub fn point_bytes(params: &DeltaParams, payload_bytes: usize) -> usize {
         // Edges: R out, plus back edges up to R * SLACK before a re-prune.
+        // The payload counts twice: its text and, once a filter read it,
+        // its parsed form.
         let edges = (params.degree_max as f32 * crate::vamana::SLACK) as usize;
-        params.dim * 4 + edges * 4 + payload_bytes + POINT_OVERHEAD_BYTES
+        params.dim * 4 + edges * 4 + 2 * payload_bytes + POINT_OVERHEAD_BYTES
     }
 
     pub fn point(&self, i: u32) -> &DeltaPoint {
@@ -242,7 +256,12 @@ impl Delta {
         let plan = if plan.new == 0 && new > 0 { self.plan_insert(vector) } else { plan };
         self.bytes += Self::point_bytes(&self.params, payload.as_ref().map_or(0, |p| p.len()));
         self.vectors.extend_from_slice(vector);
-        self.points.push(DeltaPoint { id: id.clone(), payload, deleted: AtomicBool::new(false) });
+        self.points.push(DeltaPoint {
+            id: id.clone(),
+            payload,
+            deleted: AtomicBool::new(false),
+            doc: std::sync::OnceLock::new(),
+        });
         self.by_id.insert(id, new);
         self.live += 1;
         if plan.new == new {
@@ -325,6 +344,31 @@ impl Delta {
             }
         }
         (pool, expanded)
+    }
+
+    /// The `k` nearest live points that `accept` takes, by exact distance to
+    /// every one of them (a filtered query: the delta is bounded by
+    /// `delta_bytes_max`, and its vectors are in memory). Also returns how
+    /// many points `accept` took.
+    pub fn scan(
+        &self,
+        q: &[f32],
+        k: usize,
+        mut accept: impl FnMut(&DeltaPoint) -> bool,
+    ) -> (Vec<(u32, f32)>, u64) {
+        let cosine = self.params.metric == Metric::Cosine;
+        let qd = self.query_distance;
+        let mut top = crate::topk::TopK::new(k);
+        let mut matched = 0u64;
+        for (i, p) in self.points.iter().enumerate() {
+            if p.is_deleted() || !accept(p) {
+                continue;
+            }
+            matched += 1;
+            let d = qd.eval(q, self.vector(i as u32));
+            top.push(if cosine { 1.0 + d } else { d }, i as u32);
+        }
+        (top.into_sorted().into_iter().map(|n| (n.id, n.distance)).collect(), matched)
     }
 
     /// The `k` nearest live points to a prepared query (cosine: normalised),

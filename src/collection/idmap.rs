@@ -14,7 +14,9 @@ use std::path::Path;
 
 use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 
+use super::filter::KeyPath;
 use super::ids::ExternalId;
+use super::pindex::{Schema, pindex_defs_prefix};
 use crate::format::FileIdent;
 
 /// Changes per fjall batch when applying a large set (an import).
@@ -68,10 +70,14 @@ pub fn id_of_key(k: &[u8]) -> Result<ExternalId, IdMapError> {
 
 /// The open store.
 pub struct IdMap {
-    keyspace: Keyspace,
-    ids: PartitionHandle,
-    payloads: PartitionHandle,
-    state: PartitionHandle,
+    pub(super) keyspace: Keyspace,
+    pub(super) ids: PartitionHandle,
+    pub(super) payloads: PartitionHandle,
+    pub(super) state: PartitionHandle,
+    /// Payload index entries (`pindex.rs`).
+    pub(super) pindex: PartitionHandle,
+    /// The payload indexes' fields and schemas.
+    pub(super) defs: parking_lot::RwLock<Vec<(KeyPath, Schema)>>,
 }
 
 impl IdMap {
@@ -83,7 +89,17 @@ impl IdMap {
         let ids = keyspace.open_partition("ids", opts())?;
         let payloads = keyspace.open_partition("payloads", opts())?;
         let state = keyspace.open_partition("state", opts())?;
-        Ok(IdMap { keyspace, ids, payloads, state })
+        let pindex = keyspace.open_partition("pindex", opts())?;
+        let map = IdMap {
+            keyspace,
+            ids,
+            payloads,
+            state,
+            pindex,
+            defs: parking_lot::RwLock::new(Vec::new()),
+        };
+        map.load_defs()?;
+        Ok(map)
     }
 
     /// The generation the map reflects, if any.
@@ -129,6 +145,7 @@ impl IdMap {
     /// streams its rows through this, then calls [`Self::set_applied`]).
     pub fn apply_chunk(&self, changes: &[Change]) -> Result<(), IdMapError> {
         let mut b = self.keyspace.batch();
+        self.index_changes(&mut b, changes)?;
         for c in changes {
             match c {
                 Change::Put { id, slot, payload } => {
@@ -162,9 +179,11 @@ impl IdMap {
     /// consistent view of each partition; the caller keeps writers out.
     pub fn copy_to(&self, dest: &IdMap) -> Result<u64, IdMapError> {
         let mut n = 0u64;
-        for (src, dst, count) in
-            [(&self.ids, &dest.ids, true), (&self.payloads, &dest.payloads, false)]
-        {
+        for (src, dst, count) in [
+            (&self.ids, &dest.ids, true),
+            (&self.payloads, &dest.payloads, false),
+            (&self.pindex, &dest.pindex, false),
+        ] {
             let mut b = dest.keyspace.batch();
             let mut in_batch = 0usize;
             for kv in src.snapshot().iter() {
@@ -182,10 +201,16 @@ impl IdMap {
             }
             b.commit()?;
         }
+        // The payload indexes' definitions.
+        for kv in self.state.snapshot().prefix(pindex_defs_prefix()) {
+            let (k, v) = kv.map_err(fjall::Error::from)?;
+            dest.state.insert(k.to_vec(), v.to_vec())?;
+        }
         match self.applied()? {
             Some(ident) => dest.set_applied(ident)?,
             None => dest.keyspace.persist(PersistMode::SyncAll)?,
         }
+        dest.load_defs()?;
         Ok(n)
     }
 

@@ -22,12 +22,15 @@ pub mod batch;
 pub mod changes;
 pub mod config;
 pub mod delta;
+pub mod filter;
+pub mod filtered;
 pub mod generation;
 pub mod idfile;
 pub mod idmap;
 pub mod ids;
 pub mod import;
 pub mod merge;
+pub mod pindex;
 pub mod snapshot;
 
 use std::fs::File;
@@ -48,7 +51,7 @@ use crate::distance::{Metric, normalize};
 use crate::element::ElementType;
 use crate::format::FormatError;
 use crate::index::{CHANGES_FILE, IndexError, MANIFEST_FILE};
-use crate::search::{OpenOptions, QueryStats, SearchError, SearchHooks, SearchParams};
+use crate::search::{OpenOptions, QueryStats, SearchError, SearchParams};
 use crate::vecfile::NORM_SQUARED_MAX;
 use crate::wal::{Lsn, RealFs, RecordKind, Wal, WalError, WalOptions};
 
@@ -167,6 +170,8 @@ pub struct CollectionOptions {
     /// `SEGMENT_BYTES_DEFAULT`). Segments wholly below the generation's LSN
     /// are removed after a merge, so this is also the removal granularity.
     pub wal_segment_bytes_max: Option<u64>,
+    /// The filtered-search planner's cost model and limits.
+    pub filter_tuning: filtered::FilterTuning,
 }
 
 /// Where a live point is.
@@ -893,16 +898,15 @@ impl Collection {
         Ok(all.into_iter().map(|(_, e)| e).collect())
     }
 
-    /// The `params.k` nearest live points to `query`: the disk generation
-    /// (tombstones walked, never returned) and the deltas, merged by exact
-    /// distance. `filter` is where a payload filter plugs in: a point it
-    /// refuses is not returned.
+    /// The `params.k` nearest live points to `query` that pass `filter`:
+    /// the disk generation (tombstones walked, never returned) and the
+    /// deltas, merged by exact distance (`filtered.rs` plans a filtered one).
     pub fn search(
         &self,
         query: &[f32],
         params: &SearchParams,
         with_payload: bool,
-        filter: Option<&dyn Fn(&ExternalId) -> bool>,
+        filter: Option<&filter::Filter>,
     ) -> Result<Vec<Hit>, CollectionError> {
         Ok(self.search_stats(query, params, with_payload, filter)?.0)
     }
@@ -913,47 +917,58 @@ impl Collection {
         query: &[f32],
         params: &SearchParams,
         with_payload: bool,
-        filter: Option<&dyn Fn(&ExternalId) -> bool>,
+        filter: Option<&filter::Filter>,
     ) -> Result<(Vec<Hit>, QueryStats), CollectionError> {
-        params.validate()?;
-        let mut stats = QueryStats::default();
-        let q = check_vector(&self.config, query, "query")?;
-        let st = self.state.read();
-        // (distance, where, id) from every source.
-        let mut hits: Vec<(f32, ExternalId, Option<String>)> = Vec::new();
-        if let Some(g) = &st.generation {
-            let tomb = &st.tombstones;
-            let accept = |id: u32| !tomb.contains(&id);
-            let r = g.with_searcher(|s| {
-                let mut hooks = SearchHooks { accept: Some(&accept), visit: None };
-                Ok(g.index.search_with(s, &q, params, &mut hooks)?)
-            })?;
-            stats = r.stats;
-            for (&slot, &d) in r.ids.iter().zip(&r.distances) {
-                if let Some(id) = g.external_id(slot)? {
-                    let payload = if with_payload { self.idmap.payload(&id)? } else { None };
-                    hits.push((d, id, payload));
-                }
-            }
+        let (hits, stats, _) =
+            self.search_filtered(query, params, with_payload, filter, filtered::FilterMode::Auto)?;
+        Ok((hits, stats))
+    }
+
+    /// Makes a payload index of `field` (logged, so a replay and a standby
+    /// make it too); returns its LSN. Building it reads every point on
+    /// disk's payload under the write lock: searches wait for it.
+    pub fn create_payload_index(
+        self: &Arc<Self>,
+        field: &str,
+        schema: pindex::Schema,
+    ) -> Result<WriteAck, CollectionError> {
+        self.check_writable()?;
+        pindex::check_field(field)
+            .map_err(|e| CollectionError::Invalid(format!("field_name: {e}")))?;
+        let defs = self.idmap.indexes();
+        if defs.len() >= pindex::INDEXES_MAX && !defs.iter().any(|(f, _)| f == field) {
+            return Err(CollectionError::Invalid(format!(
+                "a collection has at most {} payload indexes (INDEXES_MAX)",
+                pindex::INDEXES_MAX
+            )));
         }
-        for delta in std::iter::once(&st.active).chain(st.frozen.as_deref()) {
-            for (i, d) in delta.search(&q, params.k, params.list_size) {
-                let p = delta.point(i);
-                hits.push((d, p.id.clone(), if with_payload { p.payload.clone() } else { None }));
-            }
+        let body =
+            serde_json::to_vec(&serde_json::json!({"field": field, "schema": schema.name()}))
+                .expect("JSON");
+        let lsn = self.append_and_apply(RecordKind::PayloadIndex, &body)?;
+        Ok(WriteAck { lsn, points: 0 })
+    }
+
+    /// Removes the payload index of `field` (logged).
+    pub fn drop_payload_index(self: &Arc<Self>, field: &str) -> Result<WriteAck, CollectionError> {
+        self.check_writable()?;
+        let body =
+            serde_json::to_vec(&serde_json::json!({"field": field, "schema": null})).expect("JSON");
+        let lsn = self.append_and_apply(RecordKind::PayloadIndex, &body)?;
+        Ok(WriteAck { lsn, points: 0 })
+    }
+
+    /// The payload indexes: field, schema, and entries (counted up to `cap`).
+    pub fn payload_indexes(
+        &self,
+        cap: usize,
+    ) -> Result<Vec<(String, pindex::Schema, usize)>, CollectionError> {
+        let mut out = Vec::new();
+        for (f, s) in self.idmap.indexes() {
+            let n = self.idmap.index_entries(&f, cap)?;
+            out.push((f, s, n));
         }
-        hits.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        let mut out = Vec::with_capacity(params.k);
-        for (distance, id, payload) in hits {
-            if filter.is_some_and(|f| !f(&id)) {
-                continue;
-            }
-            out.push(Hit { id, distance, payload });
-            if out.len() == params.k {
-                break;
-            }
-        }
-        Ok((out, stats))
+        Ok(out)
     }
 
     pub fn stats(&self) -> Stats {
@@ -1067,6 +1082,24 @@ fn apply_record(
                 remove_live(idmap, st, &id)?;
             }
         }
+        RecordKind::PayloadIndex => {
+            let v: serde_json::Value = serde_json::from_slice(body)
+                .map_err(|e| CollectionError::Corrupt(format!("payload index record: {e}")))?;
+            let field = v["field"].as_str().ok_or_else(|| {
+                CollectionError::Corrupt("payload index record without a field".into())
+            })?;
+            match v["schema"].as_str() {
+                None => {
+                    idmap.drop_index(field)?;
+                }
+                Some(s) => {
+                    let schema = pindex::Schema::parse(s).ok_or_else(|| {
+                        CollectionError::Corrupt(format!("payload index record: schema {s:?}"))
+                    })?;
+                    idmap.create_index(field, schema)?;
+                }
+            }
+        }
         RecordKind::GenerationSwitch => {
             // The manifest says which generation is current; the record is
             // for followers of the log. Checked, so a damaged one is seen.
@@ -1167,5 +1200,7 @@ fn catch_up_map(idmap: &IdMap, g: Option<&Generation>) -> Result<(), CollectionE
     Ok(())
 }
 
+#[cfg(test)]
+mod filter_tests;
 #[cfg(test)]
 mod tests;

@@ -372,6 +372,117 @@ impl Index {
         r
     }
 
+    /// Scores a given set of nodes instead of walking the graph (the
+    /// filtered planner's exact path): PQ distances for every node of
+    /// `slots`, then the `rerank` best by PQ read from disk (or the cache)
+    /// and scored exactly; the best `k` of those. With `rerank >=
+    /// slots.len()` every node is read and the answer is exact.
+    pub fn search_slots(
+        &self,
+        s: &mut Searcher,
+        query: &[f32],
+        slots: &[u32],
+        k: usize,
+        rerank: usize,
+    ) -> Result<SearchResult, SearchError> {
+        if k == 0 || k > K_MAX {
+            return Err(SearchError::Params(format!("k = {k} is outside 1..={K_MAX} (K_MAX)")));
+        }
+        let mut q = std::mem::take(&mut s.query);
+        self.prepare_query(query, &mut q)?;
+        let r = crate::with_element!(self.header.element, T => self.score_slots::<T>(s, &q, slots, k, rerank));
+        s.query = q;
+        r
+    }
+
+    fn score_slots<T: DistanceElement>(
+        &self,
+        s: &mut Searcher,
+        q: &[f32],
+        slots: &[u32],
+        k: usize,
+        rerank: usize,
+    ) -> Result<SearchResult, SearchError> {
+        let started = Instant::now();
+        let mut stats = QueryStats::default();
+        let mut io_ns = 0u128;
+        let n = self.len();
+        if let Some(&bad) = slots.iter().find(|&&id| u64::from(id) >= n) {
+            return Err(SearchError::Params(format!(
+                "node {bad} is outside the index ({n} nodes)"
+            )));
+        }
+        let mut chosen: Vec<u32> = if rerank >= slots.len() {
+            slots.to_vec()
+        } else {
+            self.space.query(q, &mut s.pq_query);
+            self.codebook.fill_lookup_table(&s.pq_query, pqspace::TABLE_METRIC, &mut s.table);
+            let mut scored: Vec<(f32, u32)> =
+                slots.iter().map(|&id| (s.table.distance(self.codes.row(id)), id)).collect();
+            stats.pq_distances += scored.len() as u32;
+            if rerank > 0 {
+                scored.select_nth_unstable_by(rerank - 1, |a, b| a.0.total_cmp(&b.0));
+            }
+            scored.truncate(rerank);
+            scored.into_iter().map(|(_, id)| id).collect()
+        };
+        // Sector order: neighbouring reads, and a stable answer.
+        chosen.sort_unstable();
+        let qt: Vec<T> = q.iter().map(|&x| T::from_f32(x)).collect();
+        let dist = Distance::<T>::new(self.header.metric);
+        let mut vec_buf: Vec<T> = vec![T::default(); self.dim()];
+        let mut best = TopK::new(k);
+        for chunk in chosen.chunks(BEAM_WIDTH_MAX) {
+            stats.rounds += 1;
+            s.requests.clear();
+            for &id in chunk {
+                if !self.cache.contains(id) {
+                    s.requests.push(ReadRequest {
+                        offset: self.layout.sector_of(id) * crate::format::SECTOR_BYTES as u64,
+                        sectors: self.layout.sectors_per_record,
+                    });
+                }
+            }
+            if !s.requests.is_empty() {
+                let t = Instant::now();
+                s.reader.read(&s.requests)?;
+                io_ns += t.elapsed().as_nanos();
+                stats.sector_reads += s.requests.len() as u32 * self.layout.sectors_per_record;
+            }
+            let mut slot = 0;
+            for &id in chunk {
+                let bytes: &[u8] = match self.cache.get(id) {
+                    Some(b) => {
+                        stats.cache_hits += 1;
+                        b
+                    }
+                    None => {
+                        let data = s.reader.data(slot);
+                        slot += 1;
+                        let at = self.layout.offset_in_sector(id);
+                        &data[at..at + self.layout.record_bytes as usize]
+                    }
+                };
+                let rec = self
+                    .layout
+                    .decode_record(id, bytes, true)
+                    .map_err(|f| self.record_error(id, f))?;
+                rec.vector_into(&mut vec_buf);
+                best.push(dist.eval(&qt, &vec_buf), id);
+                stats.exact_distances += 1;
+            }
+        }
+        let found = best.into_sorted();
+        let total_us = started.elapsed().as_micros() as u64;
+        stats.io_us = (io_ns / 1000) as u64;
+        stats.cpu_us = total_us.saturating_sub(stats.io_us);
+        Ok(SearchResult {
+            ids: found.iter().map(|n| n.id).collect(),
+            distances: found.iter().map(|n| n.distance).collect(),
+            stats,
+        })
+    }
+
     /// The codes of every node (the merge scores and decodes with them).
     pub fn codes(&self) -> &Codes {
         &self.codes

@@ -67,6 +67,8 @@ pub enum RecordKind {
     UpsertBatch = 1,
     DeleteBatch = 2,
     GenerationSwitch = 3,
+    /// A payload index made or dropped (JSON: field, schema or null).
+    PayloadIndex = 4,
 }
 
 impl RecordKind {
@@ -75,6 +77,7 @@ impl RecordKind {
             1 => Some(RecordKind::UpsertBatch),
             2 => Some(RecordKind::DeleteBatch),
             3 => Some(RecordKind::GenerationSwitch),
+            4 => Some(RecordKind::PayloadIndex),
             _ => None,
         }
     }

@@ -1,0 +1,529 @@
+//! Filtered search: the planner and its two paths, and the other readers
+//! that take a filter (count, scroll, delete by filter).
+//!
+//! Per query, over the disk generation:
+//! 1. The payload indexes resolve what they can ([`IdMap::resolve`]): the
+//!    exact set of matching slots, a superset (some conditions need the
+//!    payload), or nothing. A set larger than [`FilterTuning::resolve_cap`]
+//!    is not collected (it is "many").
+//! 2. The number of matching points is estimated: the set's size when it
+//!    is exact, else the share of a seeded random sample (of the set, or of
+//!    every slot) whose payload passes, times what was sampled from.
+//! 3. The cheaper path by a cost model ([`FilterTuning`]) is taken:
+//!    - **exact** ("prefilter"): every candidate's PQ distance (a payload
+//!      check first when the set is not exact; every slot's payload when
+//!      there is no set), the `L` best by PQ read from disk and reranked;
+//!    - **graph**: the beam search walks the graph as usual but returns
+//!      only nodes that pass (set membership and/or payload check: a
+//!      non-matching node is walked through, never returned), with `L`
+//!      widened to `L / selectivity` (at most `LIST_SIZE_MAX`); while it
+//!      finds fewer than `k`, `L` doubles; at `LIST_SIZE_MAX` with still
+//!      fewer than `k` the exact path runs: the answer is never short of
+//!      `min(k, matches)`.
+//!
+//! The delta (in memory) is scanned: every live point's payload is
+//! checked (parsed once) and the matches scored exactly.
+
+use std::cell::{Cell, RefCell};
+
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use super::filter::Filter;
+use super::generation::Generation;
+use super::ids::ExternalId;
+use super::{Collection, CollectionError, Hit, State, check_vector};
+use crate::search::{LIST_SIZE_MAX, QueryStats, SearchHooks, SearchParams};
+
+/// Payloads sampled to estimate a filter's selectivity when the indexes
+/// cannot count it.
+pub const SAMPLE_POINTS: usize = 256;
+
+/// How a filtered query may be run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterMode {
+    /// The planner chooses.
+    #[default]
+    Auto,
+    /// The exact path (PQ over the matches, `L` reranked).
+    Prefilter,
+    /// The filter-aware graph search (widening, exact fallback).
+    Graph,
+    /// A plain search at `L`, then the filter (what a post-filtering store
+    /// does; for comparison only: it may return fewer than `k`).
+    Postfilter,
+    /// Every matching point scored with its full vector (Qdrant's
+    /// `params.exact`): slow and exact.
+    Exact,
+}
+
+/// The planner's cost model, in microseconds (measured on the 2-core box
+/// of bench/README.md, "filtered search"), and its limits.
+#[derive(Clone, Copy, Debug)]
+pub struct FilterTuning {
+    /// One candidate from a payload index and its PQ distance.
+    pub candidate_us: f64,
+    /// One payload read from the store, parsed and checked.
+    pub payload_check_us: f64,
+    /// One node read from disk in a beam search (W reads in flight).
+    pub read_us: f64,
+    /// Most slots collected from the indexes for one condition.
+    pub resolve_cap: usize,
+}
+
+impl Default for FilterTuning {
+    fn default() -> Self {
+        FilterTuning {
+            candidate_us: 0.5,
+            payload_check_us: 4.0,
+            read_us: 40.0,
+            resolve_cap: 1_000_000,
+        }
+    }
+}
+
+/// What the planner did for one query (in the per-query statistics).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct FilterStats {
+    /// "exact", "graph", "graph+exact" (the graph fell short), "postfilter",
+    /// "exact-all" (every match read), or "none" (no disk generation).
+    pub plan: &'static str,
+    /// Estimated matching points on disk, and how it was estimated
+    /// ("index", "index+sample", "sample").
+    pub estimate: u64,
+    pub estimate_source: &'static str,
+    /// Fields the filter tests without an index (their payloads are read).
+    pub unindexed: Vec<String>,
+    /// Slots the exact path scored by PQ.
+    pub candidates: u64,
+    /// Payloads read and checked.
+    pub payload_checks: u64,
+    /// The graph path's final L and how often it doubled.
+    pub list_size: usize,
+    pub widenings: u32,
+    /// Matching points in the deltas.
+    pub delta_matches: u64,
+}
+
+fn empty_doc() -> Value {
+    Value::Object(Default::default())
+}
+
+impl Collection {
+    /// Whether the disk point in `slot` passes (false for a free or
+    /// tombstoned slot).
+    fn disk_passes(
+        &self,
+        st: &State,
+        g: &Generation,
+        filter: &Filter,
+        slot: u32,
+    ) -> Result<bool, CollectionError> {
+        if st.tombstones.contains(&slot) {
+            return Ok(false);
+        }
+        let Some(id) = g.external_id(slot)? else { return Ok(false) };
+        let doc = match self.idmap.payload(&id)? {
+            Some(p) => serde_json::from_str(&p).unwrap_or_else(|_| empty_doc()),
+            None => empty_doc(),
+        };
+        Ok(filter.matches(&id, &doc))
+    }
+
+    /// The `params.k` nearest live points that pass `filter` (none: every
+    /// point), run as `mode` says; with what the disk search and the
+    /// planner did.
+    pub fn search_filtered(
+        &self,
+        query: &[f32],
+        params: &SearchParams,
+        with_payload: bool,
+        filter: Option<&Filter>,
+        mode: FilterMode,
+    ) -> Result<(Vec<Hit>, QueryStats, FilterStats), CollectionError> {
+        params.validate()?;
+        let q = check_vector(&self.config, query, "query")?;
+        let st = self.state.read();
+        let mut fs = FilterStats { plan: "none", ..FilterStats::default() };
+        let mut stats = QueryStats::default();
+        let mut hits: Vec<(f32, ExternalId, Option<String>)> = Vec::new();
+        if let Some(g) = &st.generation {
+            let found =
+                self.disk_filtered(&st, g, &q, params, filter, mode, &mut fs, &mut stats)?;
+            for (slot, d) in found {
+                if let Some(id) = g.external_id(slot)? {
+                    let payload = if with_payload { self.idmap.payload(&id)? } else { None };
+                    hits.push((d, id, payload));
+                }
+            }
+        }
+        for delta in std::iter::once(&st.active).chain(st.frozen.as_deref()) {
+            let found = match (filter, mode) {
+                (None, FilterMode::Exact) => delta.scan(&q, params.k, |_| true).0,
+                (None, _) => delta.search(&q, params.k, params.list_size),
+                (Some(f), _) => {
+                    let (found, matched) = delta.scan(&q, params.k, |p| f.matches(&p.id, p.doc()));
+                    fs.delta_matches += matched;
+                    found
+                }
+            };
+            for (i, d) in found {
+                let p = delta.point(i);
+                hits.push((d, p.id.clone(), if with_payload { p.payload.clone() } else { None }));
+            }
+        }
+        hits.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        hits.truncate(params.k);
+        let out = hits.into_iter().map(|(distance, id, payload)| Hit { id, distance, payload });
+        Ok((out.collect(), stats, fs))
+    }
+
+    /// The disk generation's part: (slot, distance) best first.
+    #[allow(clippy::too_many_arguments)]
+    fn disk_filtered(
+        &self,
+        st: &State,
+        g: &Generation,
+        q: &[f32],
+        params: &SearchParams,
+        filter: Option<&Filter>,
+        mode: FilterMode,
+        fs: &mut FilterStats,
+        stats: &mut QueryStats,
+    ) -> Result<Vec<(u32, f32)>, CollectionError> {
+        let tune = self.opts.filter_tuning;
+        let slots = u32::try_from(g.slots()).map_err(|_| {
+            CollectionError::Corrupt(format!("a generation of {} slots", g.slots()))
+        })?;
+        let tomb = &st.tombstones;
+        let plain = |params: &SearchParams,
+                     accept: &dyn Fn(u32) -> bool|
+         -> Result<crate::search::SearchResult, CollectionError> {
+            g.with_searcher(|s| {
+                let mut hooks = SearchHooks { accept: Some(accept), visit: None };
+                Ok(g.index.search_with(s, q, params, &mut hooks)?)
+            })
+        };
+        let pairs = |r: crate::search::SearchResult| -> Vec<(u32, f32)> {
+            r.ids.into_iter().zip(r.distances).collect()
+        };
+        let Some(filter) = filter else {
+            if mode == FilterMode::Exact {
+                fs.plan = "exact-all";
+                let live: Vec<u32> = (0..slots)
+                    .filter(|s| !tomb.contains(s))
+                    .filter(|&s| g.external_id(s).ok().flatten().is_some())
+                    .collect();
+                return self.score(g, q, &live, params.k, live.len(), fs, stats);
+            }
+            let r = plain(params, &|id| !tomb.contains(&id))?;
+            *stats = r.stats;
+            return Ok(pairs(r));
+        };
+        if mode == FilterMode::Postfilter {
+            fs.plan = "postfilter";
+            let failed: RefCell<Option<CollectionError>> = RefCell::new(None);
+            let checks = Cell::new(0u64);
+            let accept = |id: u32| {
+                checks.set(checks.get() + 1);
+                match self.disk_passes(st, g, filter, id) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        failed.borrow_mut().get_or_insert(e);
+                        false
+                    }
+                }
+            };
+            // A post-filter sees only the k best of a plain search.
+            let r = plain(params, &|id| !tomb.contains(&id))?;
+            *stats = r.stats;
+            let mut out = Vec::new();
+            for (id, d) in pairs(r) {
+                if accept(id) {
+                    out.push((id, d));
+                }
+            }
+            fs.payload_checks = checks.get();
+            if let Some(e) = failed.into_inner() {
+                return Err(e);
+            }
+            return Ok(out);
+        }
+        let resolved = self.idmap.resolve(filter, slots, tune.resolve_cap)?;
+        fs.unindexed = resolved.unindexed.clone();
+        // Estimate the matches.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xF17E_u64 ^ u64::from(slots));
+        let (estimate, source) = match &resolved.set {
+            Some(set) if resolved.exact => (set.len(), "index"),
+            Some(set) => {
+                let n = set.len();
+                let take = (n as usize).min(SAMPLE_POINTS);
+                let mut pass = 0;
+                for _ in 0..take {
+                    let pick = set.select(rng.random_range(0..n as u32)).expect("in range");
+                    if self.disk_passes(st, g, filter, pick)? {
+                        pass += 1;
+                    }
+                }
+                fs.payload_checks += take as u64;
+                (if take == 0 { 0 } else { n * pass / take as u64 }, "index+sample")
+            }
+            None => {
+                let take = (slots as usize).min(SAMPLE_POINTS);
+                let mut pass = 0u64;
+                for _ in 0..take {
+                    if self.disk_passes(st, g, filter, rng.random_range(0..slots))? {
+                        pass += 1;
+                    }
+                }
+                fs.payload_checks += take as u64;
+                (if take == 0 { 0 } else { u64::from(slots) * pass / take as u64 }, "sample")
+            }
+        };
+        fs.estimate = estimate;
+        fs.estimate_source = source;
+        let live = (g.slots() - g.free_slots()).max(1) as f64;
+        // A sample that found nothing still leaves room for a few matches.
+        let selectivity = (estimate.max(1) as f64 / live).min(1.0);
+        let candidates = resolved.set.as_ref().map_or(u64::from(slots), |s| s.len()) as f64;
+        let check_cost = if resolved.exact { 0.0 } else { tune.payload_check_us };
+        let exact_cost =
+            candidates * (tune.candidate_us + check_cost) + params.list_size as f64 * tune.read_us;
+        let graph_list = ((params.list_size as f64 / selectivity).ceil() as usize)
+            .clamp(params.list_size, LIST_SIZE_MAX);
+        let graph_cost = graph_list as f64 * (tune.read_us + check_cost);
+        let use_exact = match mode {
+            FilterMode::Prefilter | FilterMode::Exact => true,
+            FilterMode::Graph => false,
+            _ => exact_cost <= graph_cost,
+        };
+        let rerank_all = mode == FilterMode::Exact;
+        if use_exact {
+            return self.exact_path(st, g, q, params, filter, &resolved, rerank_all, fs, stats);
+        }
+        // The graph path.
+        let failed: RefCell<Option<CollectionError>> = RefCell::new(None);
+        let checks = Cell::new(0u64);
+        let set = resolved.set.as_ref();
+        let exact_set = resolved.exact;
+        let accept = |id: u32| -> bool {
+            if tomb.contains(&id) || set.is_some_and(|s| !s.contains(id)) {
+                return false;
+            }
+            if exact_set {
+                return true;
+            }
+            checks.set(checks.get() + 1);
+            match self.disk_passes(st, g, filter, id) {
+                Ok(b) => b,
+                Err(e) => {
+                    failed.borrow_mut().get_or_insert(e);
+                    false
+                }
+            }
+        };
+        fs.plan = "graph";
+        let mut p = SearchParams { list_size: graph_list, ..*params };
+        loop {
+            let r = plain(&p, &accept)?;
+            if let Some(e) = failed.borrow_mut().take() {
+                return Err(e);
+            }
+            add(stats, &r.stats);
+            fs.list_size = p.list_size;
+            if r.ids.len() >= params.k || p.list_size >= LIST_SIZE_MAX {
+                fs.payload_checks += checks.get();
+                if r.ids.len() >= params.k {
+                    return Ok(pairs(r));
+                }
+                break;
+            }
+            fs.widenings += 1;
+            p.list_size = (p.list_size * 2).min(LIST_SIZE_MAX);
+        }
+        // The graph's reachable set at the widest L held fewer than k
+        // matches: score them all.
+        let found = self.exact_path(st, g, q, params, filter, &resolved, false, fs, stats)?;
+        fs.plan = "graph+exact";
+        Ok(found)
+    }
+
+    /// The exact path: candidates (the set, checked by payload unless
+    /// exact; or every slot checked), PQ, the `L` best reranked.
+    #[allow(clippy::too_many_arguments)]
+    fn exact_path(
+        &self,
+        st: &State,
+        g: &Generation,
+        q: &[f32],
+        params: &SearchParams,
+        filter: &Filter,
+        resolved: &super::pindex::Resolved,
+        rerank_all: bool,
+        fs: &mut FilterStats,
+        stats: &mut QueryStats,
+    ) -> Result<Vec<(u32, f32)>, CollectionError> {
+        fs.plan = if rerank_all { "exact-all" } else { "exact" };
+        let mut matches: Vec<u32> = Vec::new();
+        let mut check = |slot: u32| -> Result<(), CollectionError> {
+            if resolved.exact {
+                if !st.tombstones.contains(&slot) {
+                    matches.push(slot);
+                }
+            } else {
+                fs.payload_checks += 1;
+                if self.disk_passes(st, g, filter, slot)? {
+                    matches.push(slot);
+                }
+            }
+            Ok(())
+        };
+        match &resolved.set {
+            Some(set) => {
+                for slot in set.iter() {
+                    check(slot)?;
+                }
+            }
+            None => {
+                for slot in 0..g.slots() as u32 {
+                    check(slot)?;
+                }
+            }
+        }
+        fs.candidates = matches.len() as u64;
+        let rerank = if rerank_all { matches.len() } else { params.list_size.max(params.k) };
+        self.score(g, q, &matches, params.k, rerank, fs, stats)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn score(
+        &self,
+        g: &Generation,
+        q: &[f32],
+        slots: &[u32],
+        k: usize,
+        rerank: usize,
+        fs: &mut FilterStats,
+        stats: &mut QueryStats,
+    ) -> Result<Vec<(u32, f32)>, CollectionError> {
+        fs.candidates = slots.len() as u64;
+        if slots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let r = g.with_searcher(|s| Ok(g.index.search_slots(s, q, slots, k, rerank)?))?;
+        add(stats, &r.stats);
+        Ok(r.ids.into_iter().zip(r.distances).collect())
+    }
+
+    /// Live points passing `filter` (exact: indexes where they answer,
+    /// payloads elsewhere, the deltas scanned).
+    pub fn count_filtered(&self, filter: &Filter) -> Result<u64, CollectionError> {
+        let st = self.state.read();
+        let mut n = 0u64;
+        if let Some(g) = &st.generation {
+            let slots = g.slots() as u32;
+            let r = self.idmap.resolve(filter, slots, usize::MAX)?;
+            match (&r.set, r.exact) {
+                (Some(set), true) => {
+                    n += set.iter().filter(|s| !st.tombstones.contains(s)).count() as u64
+                }
+                (Some(set), false) => {
+                    for s in set.iter() {
+                        n += u64::from(self.disk_passes(&st, g, filter, s)?);
+                    }
+                }
+                (None, _) => {
+                    for s in 0..slots {
+                        n += u64::from(self.disk_passes(&st, g, filter, s)?);
+                    }
+                }
+            }
+        }
+        for delta in std::iter::once(&st.active).chain(st.frozen.as_deref()) {
+            n += delta
+                .live_ids()
+                .filter(|&(_, i)| {
+                    let p = delta.point(i);
+                    filter.matches(&p.id, p.doc())
+                })
+                .count() as u64;
+        }
+        Ok(n)
+    }
+
+    /// Whether the live point `id` passes `filter`.
+    pub fn passes(&self, id: &ExternalId, filter: &Filter) -> Result<bool, CollectionError> {
+        Ok(match self.get_with(id, false)? {
+            None => false,
+            Some(p) => {
+                let doc = p
+                    .payload
+                    .as_deref()
+                    .and_then(|s| serde_json::from_str(s).ok())
+                    .unwrap_or_else(empty_doc);
+                filter.matches(id, &doc)
+            }
+        })
+    }
+
+    /// Up to `limit` live ids passing `filter`, in id order after `after`
+    /// (a scroll page; reads pages of ids and checks each).
+    pub fn scroll_filtered(
+        &self,
+        after: Option<&ExternalId>,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<Vec<ExternalId>, CollectionError> {
+        let mut out = Vec::with_capacity(limit);
+        let mut cursor = after.cloned();
+        let page = limit.clamp(64, super::SCROLL_LIMIT_MAX);
+        while out.len() < limit {
+            let ids = self.scroll(cursor.as_ref(), page)?;
+            let Some(last) = ids.last() else { break };
+            cursor = Some(last.clone());
+            for id in ids {
+                if self.passes(&id, filter)? {
+                    out.push(id);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every live point passing `filter`, in batches of
+    /// `BATCH_POINTS_MAX` (each durable on its own: a crash between two
+    /// leaves the rest, and running it again finishes the job). Returns the
+    /// last batch's acknowledgement and the points deleted.
+    pub fn delete_by_filter(
+        self: &std::sync::Arc<Self>,
+        filter: &Filter,
+    ) -> Result<Option<super::WriteAck>, CollectionError> {
+        let mut last: Option<super::WriteAck> = None;
+        let mut total = 0usize;
+        let mut cursor: Option<ExternalId> = None;
+        loop {
+            let ids =
+                self.scroll_filtered(cursor.as_ref(), super::batch::BATCH_POINTS_MAX, filter)?;
+            let Some(end) = ids.last() else { break };
+            cursor = Some(end.clone());
+            let ack = self.delete(&ids)?;
+            total += ack.points;
+            last = Some(super::WriteAck { lsn: ack.lsn, points: total });
+        }
+        Ok(last)
+    }
+}
+
+fn add(a: &mut QueryStats, b: &QueryStats) {
+    a.sector_reads += b.sector_reads;
+    a.rounds += b.rounds;
+    a.cache_hits += b.cache_hits;
+    a.exact_distances += b.exact_distances;
+    a.pq_distances += b.pq_distances;
+    a.io_us += b.io_us;
+    a.cpu_us += b.cpu_us;
+}
