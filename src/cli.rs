@@ -261,6 +261,17 @@ pub struct QueryArgs {
     /// Include payloads.
     #[arg(long)]
     pub payload: bool,
+    /// Only points passing this filter (Qdrant's filter language, JSON).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// How to run a filtered query: auto (the planner), prefilter (exact
+    /// path), graph (filter-aware beam search), postfilter (plain search,
+    /// then the filter; may return fewer), exact (every match read).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "prefilter", "graph", "postfilter", "exact"])]
+    pub plan: String,
+    /// Print what each query did (plan, estimate, reads) on stderr, one JSON line per query.
+    #[arg(long)]
+    pub explain: bool,
 }
 
 #[derive(Args, Debug)]

@@ -213,6 +213,23 @@ pub fn list(a: ListArgs) -> Result<()> {
 }
 
 pub fn query(a: QueryArgs) -> Result<()> {
+    use basalt::collection::filter::Filter;
+    use basalt::collection::filtered::FilterMode;
+    let filter = match &a.filter {
+        None => None,
+        Some(t) => {
+            let v: serde_json::Value =
+                serde_json::from_str(t).map_err(|e| anyhow::anyhow!("--filter: not JSON: {e}"))?;
+            Some(Filter::parse(&v, "--filter").map_err(anyhow::Error::msg)?)
+        }
+    };
+    let mode = match a.plan.as_str() {
+        "prefilter" => FilterMode::Prefilter,
+        "graph" => FilterMode::Graph,
+        "postfilter" => FilterMode::Postfilter,
+        "exact" => FilterMode::Exact,
+        _ => FilterMode::Auto,
+    };
     let coll = open(&a.collection, true)?;
     let params = SearchParams { k: a.k, list_size: a.l, beam_width: a.beam };
     let queries: Vec<Vec<f32>> = match (&a.vector, &a.queries) {
@@ -228,7 +245,11 @@ pub fn query(a: QueryArgs) -> Result<()> {
     let out = std::io::stdout();
     let mut o = out.lock();
     for q in &queries {
-        let hits = coll.search(q, &params, a.payload, None)?;
+        let (hits, stats, fs) =
+            coll.search_filtered(q, &params, a.payload, filter.as_ref(), mode)?;
+        if a.explain {
+            eprintln!("{}", serde_json::json!({"search": stats, "filter": fs}));
+        }
         let row: Vec<serde_json::Value> = hits
             .iter()
             .map(|h| {

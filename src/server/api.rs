@@ -26,8 +26,12 @@ use super::metrics as m;
 use super::wire::{
     self, ApiError, ApiResult, PayloadSel, WaitParams, id_json, no_filter, no_shards, refuse,
 };
+use crate::collection::WriteAck;
 use crate::collection::config::CollectionConfig;
+use crate::collection::filter::Filter;
+use crate::collection::filtered::FilterMode;
 use crate::collection::ids::ExternalId;
+use crate::collection::pindex::Schema;
 use crate::collection::{Collection, CollectionError, PointIn};
 use crate::element::ElementType;
 use crate::search::SearchParams;
@@ -57,6 +61,8 @@ pub fn router(state: Shared) -> Router {
         .route("/collections/{name}/points/payload", post(set_payload).put(overwrite_payload))
         .route("/collections/{name}/points/query", post(query))
         .route("/collections/{name}/points/query/batch", post(query_batch))
+        .route("/collections/{name}/index", axum::routing::put(create_index))
+        .route("/collections/{name}/index/{field}", axum::routing::delete(delete_index))
         .route("/collections/{name}/snapshots", get(list_snapshots).post(create_snapshot))
         .route("/collections/{name}/snapshots/{snapshot}", axum::routing::delete(delete_snapshot))
         .route("/metrics", get(metrics))
@@ -427,12 +433,33 @@ fn collection_info(c: &Collection) -> Value {
         "indexed_vectors_count": st.disk_slots - st.disk_free_slots,
         "segments_count": 1 + u64::from(st.delta_points > 0) + u64::from(st.frozen_delta_points > 0),
         "config": config,
-        "payload_schema": {},
+        "payload_schema": payload_schema(c),
         "basalt": {
             "element": cfg.element, "pq_bytes": cfg.pq_chunks, "alpha": cfg.alpha,
             "durability": cfg.durability, "stats": st,
         },
     })
+}
+
+/// Qdrant's `payload_schema`: each indexed field, its type and entries.
+fn payload_schema(c: &Collection) -> Value {
+    let mut out = serde_json::Map::new();
+    // Entries are counted up to a bound: the collection info stays cheap.
+    for (f, schema, n) in c.payload_indexes(SCHEMA_COUNT_MAX).unwrap_or_default() {
+        out.insert(f, json!({"data_type": schema.name(), "params": null, "points": n}));
+    }
+    Value::Object(out)
+}
+
+/// Payload index entries counted for the collection info, at most.
+const SCHEMA_COUNT_MAX: usize = 1_000_000;
+
+/// A request's filter, parsed (`None` when absent or null).
+fn parse_filter(v: &Option<Value>, at: &str) -> ApiResult<Option<Filter>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(f) => Filter::parse(f, at).map(Some).map_err(ApiError::bad),
+    }
 }
 
 fn check_name(s: &AppState, name: &str) -> ApiResult<()> {
@@ -802,20 +829,34 @@ async fn delete_points(
     wire::check_wait(&query_params(q)?)?;
     let b = body(b, &s)?;
     let req: wire::DeletePoints = wire::parse(&b)?;
-    no_filter("filter", &req.filter, "deleting")?;
     no_shards("shard_key", &req.shard_key)?;
-    let Some(points) = req.points else {
-        return Err(ApiError::bad("points: the ids to delete"));
-    };
-    let ids = ids_list(&s, &points, "points")?;
+    let filter = parse_filter(&req.filter, "filter")?;
     let retry = s.cfg.search.retry_after_s;
     let s2 = Arc::clone(&s);
-    let ack = blocking(&s, move || {
-        let ack = c.delete(&ids).map_err(|e| coll_error(e, retry))?;
-        s2.repl.wait_sync(&name, c.uid(), ack.lsn)?;
-        Ok(ack)
-    })
-    .await?;
+    let ack = match (req.points, filter) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad("points and filter: give one of them, not both"));
+        }
+        (None, None) => return Err(ApiError::bad("points: the ids to delete (or a filter)")),
+        (Some(points), None) => {
+            let ids = ids_list(&s, &points, "points")?;
+            blocking(&s, move || {
+                let ack = c.delete(&ids).map_err(|e| coll_error(e, retry))?;
+                s2.repl.wait_sync(&name, c.uid(), ack.lsn)?;
+                Ok(ack)
+            })
+            .await?
+        }
+        (None, Some(f)) => {
+            blocking(&s, move || {
+                let ack = c.delete_by_filter(&f).map_err(|e| coll_error(e, retry))?;
+                let ack = ack.unwrap_or(WriteAck { lsn: c.last_lsn(), points: 0 });
+                s2.repl.wait_sync(&name, c.uid(), ack.lsn)?;
+                Ok(ack)
+            })
+            .await?
+        }
+    };
     metrics::counter!(m::DELETED_POINTS).increment(ack.points as u64);
     Ok(ok(update_result(ack.lsn), t0))
 }
@@ -891,11 +932,14 @@ async fn count(
     let c = collection(&s, &name)?;
     let b = body(b, &s)?;
     let req: wire::Count = if b.is_empty() { wire::Count::default() } else { wire::parse(&b)? };
-    no_filter("filter", &req.filter, "counting")?;
     no_shards("shard_key", &req.shard_key)?;
-    // Exact either way: the count is kept, not estimated.
+    // Exact either way: the count is kept (or counted), not estimated.
     let _ = req.exact;
-    Ok(ok(json!({"count": c.count()}), t0))
+    let n = match parse_filter(&req.filter, "filter")? {
+        None => c.count(),
+        Some(f) => blocking(&s, move || c.count_filtered(&f).map_err(|e| coll_error(e, 1))).await?,
+    };
+    Ok(ok(json!({"count": n}), t0))
 }
 
 async fn scroll(
@@ -907,7 +951,7 @@ async fn scroll(
     let c = collection(&s, &name)?;
     let b = body(b, &s)?;
     let req: wire::Scroll = if b.is_empty() { wire::Scroll::default() } else { wire::parse(&b)? };
-    no_filter("filter", &req.filter, "scrolling")?;
+    let filter = parse_filter(&req.filter, "filter")?;
     refuse(
         "order_by",
         &req.order_by,
@@ -928,18 +972,26 @@ async fn scroll(
     let (points, next) = blocking(&s, move || {
         let e = |e| coll_error(e, 1);
         // Qdrant's offset is the first id of the page (inclusive).
+        let page = |after: Option<&ExternalId>, n: usize| match &filter {
+            None => c.scroll(after, n),
+            Some(f) => c.scroll_filtered(after, n, f),
+        };
         let mut ids = Vec::with_capacity(limit as usize);
-        if let Some(o) = &offset
-            && c.get_with(o, false).map_err(e)?.is_some()
-        {
-            ids.push(o.clone());
+        if let Some(o) = &offset {
+            let take = match &filter {
+                None => c.get_with(o, false).map_err(e)?.is_some(),
+                Some(f) => c.passes(o, f).map_err(e)?,
+            };
+            if take {
+                ids.push(o.clone());
+            }
         }
         let rest = limit as usize - ids.len();
         if rest > 0 {
-            ids.extend(c.scroll(offset.as_ref(), rest).map_err(e)?);
+            ids.extend(page(offset.as_ref(), rest).map_err(e)?);
         }
         let next = match ids.last() {
-            Some(last) if ids.len() == limit as usize => c.scroll(Some(last), 1).map_err(e)?.pop(),
+            Some(last) if ids.len() == limit as usize => page(Some(last), 1).map_err(e)?.pop(),
             _ => None,
         };
         let mut points = Vec::with_capacity(ids.len());
@@ -1163,6 +1215,76 @@ async fn delete_snapshot(
     Ok(ok(json!(true), t0))
 }
 
+// ---- payload indexes -------------------------------------------------------
+
+async fn create_index(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    q: Result<QueryString<WaitParams>, QueryRejection>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let t0 = Instant::now();
+    let c = collection(&s, &name)?;
+    writable(&s)?;
+    wire::check_wait(&query_params(q)?)?;
+    let b = body(b, &s)?;
+    let req: wire::CreateIndex = wire::parse(&b)?;
+    let schema = match &req.field_schema {
+        Some(Value::String(t)) => t.clone(),
+        Some(Value::Object(o)) => match o.get("type").and_then(Value::as_str) {
+            Some(t) => {
+                if let Some(k) = o.keys().find(|k| {
+                    *k != "type" && *k != "on_disk" && *k != "is_tenant" && *k != "is_principal"
+                }) {
+                    return Err(ApiError::bad(format!("field_schema.{k}: not supported")));
+                }
+                t.to_string()
+            }
+            None => return Err(ApiError::bad("field_schema.type: required")),
+        },
+        _ => {
+            return Err(ApiError::bad(
+                "field_schema: one of keyword, integer, float, bool, uuid, datetime",
+            ));
+        }
+    };
+    let schema = Schema::parse(&schema).ok_or_else(|| {
+        ApiError::bad(format!(
+            "field_schema {schema:?}: basalt indexes keyword, integer, float, bool, uuid, datetime"
+        ))
+    })?;
+    let field = req.field_name;
+    let retry = s.cfg.search.retry_after_s;
+    let s2 = Arc::clone(&s);
+    let ack = blocking(&s, move || {
+        let ack = c.create_payload_index(&field, schema).map_err(|e| coll_error(e, retry))?;
+        s2.repl.wait_sync(&name, c.uid(), ack.lsn)?;
+        Ok(ack)
+    })
+    .await?;
+    Ok(ok(update_result(ack.lsn), t0))
+}
+
+async fn delete_index(
+    State(s): State<Shared>,
+    Path((name, field)): Path<(String, String)>,
+    q: Result<QueryString<WaitParams>, QueryRejection>,
+) -> ApiResult<Response> {
+    let t0 = Instant::now();
+    let c = collection(&s, &name)?;
+    writable(&s)?;
+    wire::check_wait(&query_params(q)?)?;
+    let retry = s.cfg.search.retry_after_s;
+    let s2 = Arc::clone(&s);
+    let ack = blocking(&s, move || {
+        let ack = c.drop_payload_index(&field).map_err(|e| coll_error(e, retry))?;
+        s2.repl.wait_sync(&name, c.uid(), ack.lsn)?;
+        Ok(ack)
+    })
+    .await?;
+    Ok(ok(update_result(ack.lsn), t0))
+}
+
 // ---- search ---------------------------------------------------------------
 
 /// A checked query, ready for a search thread.
@@ -1176,15 +1298,13 @@ struct Planned {
     sel: PayloadSel,
     with_vector: bool,
     threshold: Option<f32>,
+    filter: Option<Filter>,
+    mode: FilterMode,
 }
 
 fn plan(s: &AppState, q: wire::Query, what: &str) -> ApiResult<Planned> {
     let f = |name: &str| format!("{what}{name}");
-    refuse(
-        &f("filter"),
-        &q.filter,
-        "filtered search is not supported yet (filters come with issue 11)",
-    )?;
+    let filter = parse_filter(&q.filter, &f("filter"))?;
     refuse(&f("using"), &q.using, "named vectors are not supported")?;
     refuse(&f("prefetch"), &q.prefetch, "prefetch (hybrid queries) is not supported")?;
     refuse(&f("lookup_from"), &q.lookup_from, "not supported")?;
@@ -1223,9 +1343,7 @@ fn plan(s: &AppState, q: wire::Query, what: &str) -> ApiResult<Planned> {
     }
     let k = (limit + offset) as usize;
     let p = q.params.unwrap_or_default();
-    if p.exact == Some(true) {
-        return Err(ApiError::bad(format!("{}: exact search is not supported", f("params.exact"))));
-    }
+    let mode = if p.exact == Some(true) { FilterMode::Exact } else { FilterMode::Auto };
     if p.indexed_only == Some(true) {
         return Err(ApiError::bad(format!("{}: not supported", f("params.indexed_only"))));
     }
@@ -1260,6 +1378,8 @@ fn plan(s: &AppState, q: wire::Query, what: &str) -> ApiResult<Planned> {
         sel: PayloadSel::parse(&q.with_payload, false)?,
         with_vector: wire::parse_with_vector(&q.with_vector)?,
         threshold: q.score_threshold,
+        filter,
+        mode,
     })
 }
 
@@ -1275,9 +1395,16 @@ fn run_query(c: &Collection, name: &str, p: Planned) -> ApiResult<Value> {
         },
         (None, None) => return Err(ApiError::bad("query: no vector")),
     };
-    let (hits, stats) = c.search_stats(&vector, &p.params, p.sel.wanted(), None).map_err(e)?;
+    let (hits, stats, fs) = c
+        .search_filtered(&vector, &p.params, p.sel.wanted(), p.filter.as_ref(), p.mode)
+        .map_err(e)?;
     let secs = t0.elapsed().as_secs_f64();
     let labels = [("collection", name.to_string())];
+    if p.filter.is_some() || p.mode != FilterMode::Auto {
+        let plan = [("collection", name.to_string()), ("plan", fs.plan.to_string())];
+        metrics::counter!(m::FILTER_PLANS, &plan).increment(1);
+        metrics::histogram!(m::FILTER_PAYLOAD_CHECKS, &labels).record(fs.payload_checks as f64);
+    }
     metrics::histogram!(m::SEARCH_DURATION, &labels).record(secs);
     metrics::histogram!(m::SEARCH_READS, &labels).record(f64::from(stats.sector_reads));
     metrics::histogram!(m::SEARCH_ROUNDS, &labels).record(f64::from(stats.rounds));
@@ -1307,7 +1434,16 @@ fn run_query(c: &Collection, name: &str, p: Planned) -> ApiResult<Value> {
             break;
         }
     }
-    Ok(json!({"points": out}))
+    // basalt's own per-query statistics, beside Qdrant's fields (clients
+    // ignore what they do not know).
+    let mut basalt = json!({
+        "sector_reads": stats.sector_reads, "rounds": stats.rounds,
+        "cache_hits": stats.cache_hits, "io_us": stats.io_us, "cpu_us": stats.cpu_us,
+    });
+    if p.filter.is_some() || p.mode != FilterMode::Auto {
+        basalt["filter"] = json!(fs);
+    }
+    Ok(json!({"points": out, "basalt": basalt}))
 }
 
 async fn query(

@@ -24,6 +24,8 @@ pub const QUEUE_REJECTIONS: &str = "basalt_search_queue_rejections_total";
 pub const HANDLER_PANICS: &str = "basalt_handler_panics_total";
 pub const UPSERTED_POINTS: &str = "basalt_upserted_points_total";
 pub const DELETED_POINTS: &str = "basalt_deleted_points_total";
+pub const FILTER_PLANS: &str = "basalt_filtered_searches_total";
+pub const FILTER_PAYLOAD_CHECKS: &str = "basalt_filter_payload_checks";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -31,6 +33,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 const READS_BUCKETS: &[f64] =
     &[0.0, 5.0, 10.0, 20.0, 30.0, 40.0, 60.0, 80.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1000.0];
+const CHECKS_BUCKETS: &[f64] =
+    &[0.0, 10.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0, 100000.0, 1000000.0];
 const ROUNDS_BUCKETS: &[f64] = &[0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0];
 const FSYNC_BUCKETS: &[f64] =
     &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
@@ -48,6 +52,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
     let b = set(b, SEARCH_DURATION, LATENCY_BUCKETS)?;
     let b = set(b, SEARCH_READS, READS_BUCKETS)?;
     let b = set(b, SEARCH_ROUNDS, ROUNDS_BUCKETS)?;
+    let b = set(b, FILTER_PAYLOAD_CHECKS, CHECKS_BUCKETS)?;
     let b = set(b, crate::wal::METRIC_FSYNC_SECONDS, FSYNC_BUCKETS)?;
     let b = set(b, crate::collection::merge::METRIC_MERGE_SECONDS, MERGE_BUCKETS)?;
     let handle = b.install_recorder().map_err(|e| format!("metrics recorder: {e}"))?;
@@ -74,6 +79,14 @@ fn describe() {
     describe_histogram!(SEARCH_READS, "4 KiB sector reads of one query's disk search");
     describe_histogram!(SEARCH_ROUNDS, "Beam-search rounds (read waits) of one query");
     describe_counter!(SEARCHES, "Queries searched");
+    describe_counter!(
+        FILTER_PLANS,
+        "Filtered queries by the planner's choice (exact, graph, graph+exact, exact-all, none)"
+    );
+    describe_histogram!(
+        FILTER_PAYLOAD_CHECKS,
+        "Payloads read and checked by one filtered query (0 when the indexes answer)"
+    );
     describe_gauge!(QUEUE_DEPTH, "Searches waiting for a search thread");
     describe_counter!(QUEUE_REJECTIONS, "Searches refused with 503 because the queue was full");
     describe_counter!(HANDLER_PANICS, "Requests answered 500 after a handler bug");

@@ -410,6 +410,13 @@ pub struct Query {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct CreateIndex {
+    pub field_name: String,
+    pub field_schema: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QueryBatch {
     pub searches: Vec<Query>,
 }

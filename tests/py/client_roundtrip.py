@@ -186,9 +186,16 @@ msg = expect_error(
     client.query_points,
     name,
     query=vectors[1],
-    query_filter=models.Filter(must=[models.FieldCondition(key="i", match=models.MatchValue(value=1))]),
+    query_filter=models.Filter(
+        must=[
+            models.FieldCondition(
+                key="i",
+                geo_radius=models.GeoRadius(center=models.GeoPoint(lat=0.0, lon=0.0), radius=1.0),
+            )
+        ]
+    ),
 )
-assert "filter" in msg, msg
+assert "geo_radius" in msg, msg
 msg = expect_error(400, client.query_points, name, query=[1.0, 2.0], limit=3)
 assert "dimension" in msg, msg
 expect_error(404, client.get_collection, "no-such-collection")
