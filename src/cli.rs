@@ -46,6 +46,8 @@ pub enum Command {
     List(ListArgs),
     /// Search a collection (disk generation and delta) with one vector or a query file.
     Query(QueryArgs),
+    /// Make (or with --drop, remove) a payload index of one field.
+    Index(IndexArgs),
     /// Merge the delta and the deletes into a new disk generation now.
     Merge(CollectionArg),
     /// Print a collection's statistics as JSON.
@@ -118,6 +120,21 @@ pub enum ConfigCommand {
         /// The TOML file.
         file: PathBuf,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct IndexArgs {
+    /// Collection directory.
+    pub collection: PathBuf,
+    /// The payload field (a path: `a.b`, `tags[]`).
+    #[arg(long)]
+    pub field: String,
+    /// keyword, integer, float, bool, uuid or datetime.
+    #[arg(long, required_unless_present = "drop", value_parser = ["keyword", "integer", "float", "bool", "uuid", "datetime"])]
+    pub schema: Option<String>,
+    /// Remove the index instead.
+    #[arg(long, conflicts_with = "schema")]
+    pub drop: bool,
 }
 
 #[derive(Args, Debug)]

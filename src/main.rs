@@ -54,6 +54,7 @@ fn run(cli: basalt::cli::Cli) -> Result<()> {
         Command::Get(a) => commands::collection::get(a),
         Command::List(a) => commands::collection::list(a),
         Command::Query(a) => commands::collection::query(a),
+        Command::Index(a) => commands::collection::index(a),
         Command::Merge(a) => commands::collection::merge(a),
         Command::Stats(a) => commands::collection::stats(a),
         Command::Snapshot(a) => commands::collection::snapshot(a),

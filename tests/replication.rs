@@ -190,8 +190,24 @@ fn a_standby_follows_serves_reads_is_promoted_and_the_old_primary_rejoins() {
     create(&p, "d");
     let (st, v) = upsert(&p, "d", 0..100, 5);
     assert_eq!(st, 200, "{v}");
+    // A payload index made on the primary is made on the standby (a WAL
+    // record), and filtered reads agree.
+    let (st, v) = p.req(
+        "PUT",
+        "/collections/c/index?wait=true",
+        Some(&json!({"field_name": "i", "field_schema": "integer"}).to_string()),
+    );
+    assert_eq!(st, 200, "{v}");
     wait_caught_up(&p, &s, Duration::from_secs(60));
     assert_eq!(count(&s, "c"), count(&p, "c"));
+    let (_, info) = s.req("GET", "/collections/c", None);
+    assert_eq!(info["result"]["payload_schema"]["i"]["data_type"], "integer", "{info}");
+    let filtered =
+        json!({"filter": {"must": [{"key": "i", "range": {"gte": 120, "lt": 400}}]}}).to_string();
+    let (_, a) = p.req("POST", "/collections/c/points/count", Some(&filtered));
+    let (_, b) = s.req("POST", "/collections/c/points/count", Some(&filtered));
+    assert!(a["result"]["count"].as_u64().unwrap_or(0) > 0, "{a}");
+    assert_eq!(a["result"]["count"], b["result"]["count"], "{a} {b}");
     assert_eq!(answers(&s, "c"), answers(&p, "c"), "the standby answers as the primary");
     let (_, pt) = s.req("GET", "/collections/c/points/150", None);
     assert_eq!(pt["result"]["payload"]["i"], 150);

@@ -38,6 +38,15 @@ use crate::search::{LIST_SIZE_MAX, QueryStats, SearchHooks, SearchParams};
 /// Payloads sampled to estimate a filter's selectivity when the indexes
 /// cannot count it.
 pub const SAMPLE_POINTS: usize = 256;
+/// Passing payloads after which sampling stops (the estimate is then
+/// within about 25%: enough to choose a path).
+pub const SAMPLE_PASSES: u64 = 16;
+/// The cap of the first, cheap resolution of a query.
+pub const RESOLVE_PROBE: usize = 4096;
+/// Payloads sampled when a condition passes the probe's cap.
+pub const PROBE_SAMPLE_POINTS: u64 = 48;
+/// The fewest slots one condition may collect from an index per query.
+pub const RESOLVE_CAP_MIN: usize = 4096;
 
 /// How a filtered query may be run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -50,8 +59,9 @@ pub enum FilterMode {
     Prefilter,
     /// The filter-aware graph search (widening, exact fallback).
     Graph,
-    /// A plain search at `L`, then the filter (what a post-filtering store
-    /// does; for comparison only: it may return fewer than `k`).
+    /// A plain search for the `L` best, then the filter, the first `k`
+    /// kept (what a post-filtering store does; for comparison only: it may
+    /// return fewer than `k`).
     Postfilter,
     /// Every matching point scored with its full vector (Qdrant's
     /// `params.exact`): slow and exact.
@@ -68,7 +78,8 @@ pub struct FilterTuning {
     pub payload_check_us: f64,
     /// One node read from disk in a beam search (W reads in flight).
     pub read_us: f64,
-    /// Most slots collected from the indexes for one condition.
+    /// Most slots collected from the indexes for one condition (the
+    /// per-query bound is lower: see `disk_filtered`).
     pub resolve_cap: usize,
 }
 
@@ -235,12 +246,14 @@ impl Collection {
                     }
                 }
             };
-            // A post-filter sees only the k best of a plain search.
-            let r = plain(params, &|id| !tomb.contains(&id))?;
+            // A post-filter at equal L: the L best of a plain search, then
+            // the filter, the first k kept.
+            let wide = SearchParams { k: params.list_size, ..*params };
+            let r = plain(&wide, &|id| !tomb.contains(&id))?;
             *stats = r.stats;
             let mut out = Vec::new();
             for (id, d) in pairs(r) {
-                if accept(id) {
+                if out.len() < params.k && accept(id) {
                     out.push((id, d));
                 }
             }
@@ -250,40 +263,62 @@ impl Collection {
             }
             return Ok(out);
         }
-        let resolved = self.idmap.resolve(filter, slots, tune.resolve_cap)?;
+        // Collecting a set from an index costs about `candidate_us` a slot;
+        // past about sqrt(L x N x read_us / candidate_us) slots the graph
+        // path is the cheaper one anyway, so larger sets are not collected
+        // (sampled instead, and checked by payload).
+        let live_slots = (g.slots() - g.free_slots()) as f64;
+        let cap = ((params.list_size as f64 * live_slots * tune.read_us / tune.candidate_us).sqrt()
+            as usize)
+            .clamp(RESOLVE_CAP_MIN, tune.resolve_cap);
+        // First with a small cap (collecting costs ~0.3 us a slot, wasted
+        // when the cap is passed); when a condition passes it, a sample of
+        // payloads says whether the whole filter matches few enough points
+        // for the exact path to be worth collecting the full set.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xF17E_u64 ^ u64::from(slots));
+        let mut resolved = self.idmap.resolve(filter, slots, cap.min(RESOLVE_PROBE))?;
+        if resolved.overflow && cap > RESOLVE_PROBE {
+            let (mut taken, mut pass) = (0u64, 0u64);
+            while taken < PROBE_SAMPLE_POINTS {
+                if self.disk_passes(st, g, filter, rng.random_range(0..slots))? {
+                    pass += 1;
+                }
+                taken += 1;
+            }
+            fs.payload_checks += taken;
+            // Collect when the filter's matches (upper bound of a sample
+            // that found few) fit the cap.
+            let est = u64::from(slots) * (pass + 2) / taken;
+            if est <= cap as u64 {
+                resolved = self.idmap.resolve(filter, slots, cap)?;
+            }
+        }
         fs.unindexed = resolved.unindexed.clone();
         // Estimate the matches.
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xF17E_u64 ^ u64::from(slots));
+        // Sample until SAMPLE_PASSES points passed or SAMPLE_POINTS were
+        // read: a common filter is estimated from a few dozen payloads.
+        let mut sample = |n: u64, pick: &dyn Fn(u32) -> u32| -> Result<u64, CollectionError> {
+            let (mut taken, mut pass) = (0u64, 0u64);
+            while taken < n.min(SAMPLE_POINTS as u64) && pass < SAMPLE_PASSES {
+                let slot = pick(rng.random_range(0..n as u32));
+                if self.disk_passes(st, g, filter, slot)? {
+                    pass += 1;
+                }
+                taken += 1;
+            }
+            fs.payload_checks += taken;
+            Ok((n * pass).checked_div(taken).unwrap_or(0))
+        };
         let (estimate, source) = match &resolved.set {
             Some(set) if resolved.exact => (set.len(), "index"),
             Some(set) => {
-                let n = set.len();
-                let take = (n as usize).min(SAMPLE_POINTS);
-                let mut pass = 0;
-                for _ in 0..take {
-                    let pick = set.select(rng.random_range(0..n as u32)).expect("in range");
-                    if self.disk_passes(st, g, filter, pick)? {
-                        pass += 1;
-                    }
-                }
-                fs.payload_checks += take as u64;
-                (if take == 0 { 0 } else { n * pass / take as u64 }, "index+sample")
+                (sample(set.len(), &|i| set.select(i).expect("in range"))?, "index+sample")
             }
-            None => {
-                let take = (slots as usize).min(SAMPLE_POINTS);
-                let mut pass = 0u64;
-                for _ in 0..take {
-                    if self.disk_passes(st, g, filter, rng.random_range(0..slots))? {
-                        pass += 1;
-                    }
-                }
-                fs.payload_checks += take as u64;
-                (if take == 0 { 0 } else { u64::from(slots) * pass / take as u64 }, "sample")
-            }
+            None => (sample(u64::from(slots), &|i| i)?, "sample"),
         };
         fs.estimate = estimate;
         fs.estimate_source = source;
-        let live = (g.slots() - g.free_slots()).max(1) as f64;
+        let live = live_slots.max(1.0);
         // A sample that found nothing still leaves room for a few matches.
         let selectivity = (estimate.max(1) as f64 / live).min(1.0);
         let candidates = resolved.set.as_ref().map_or(u64::from(slots), |s| s.len()) as f64;

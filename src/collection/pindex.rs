@@ -202,6 +202,21 @@ fn parse_payload(p: Option<&str>) -> Value {
     p.and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Object(Default::default()))
 }
 
+/// One field condition against the indexes.
+enum Leaf {
+    Set(RoaringBitmap),
+    /// No index answers it.
+    NoIndex,
+    /// An index answers it, with more slots than the cap.
+    Overflow,
+}
+
+impl Leaf {
+    fn of(complete: bool, set: RoaringBitmap) -> Leaf {
+        if complete { Leaf::Set(set) } else { Leaf::Overflow }
+    }
+}
+
 /// What a filter resolves to over the disk slots.
 #[derive(Clone, Debug)]
 pub struct Resolved {
@@ -211,6 +226,8 @@ pub struct Resolved {
     pub exact: bool,
     /// Fields the filter tests that have no index (checked by payload).
     pub unindexed: Vec<String>,
+    /// Some indexed condition matched more slots than the cap (not collected).
+    pub overflow: bool,
 }
 
 impl IdMap {
@@ -448,15 +465,10 @@ impl IdMap {
 
     /// The exact set of slots a field condition holds for, when an index
     /// answers it (`None`: it cannot, or more than `cap` slots match).
-    fn leaf(
-        &self,
-        key: &KeyPath,
-        test: &FieldTest,
-        cap: usize,
-    ) -> Result<Option<RoaringBitmap>, IdMapError> {
+    fn leaf(&self, key: &KeyPath, test: &FieldTest, cap: usize) -> Result<Leaf, IdMapError> {
         let defs = self.defs.read();
         let Some((_, schema)) = defs.iter().find(|(p, _)| p.text == key.text) else {
-            return Ok(None);
+            return Ok(Leaf::NoIndex);
         };
         let schema = *schema;
         drop(defs);
@@ -473,26 +485,26 @@ impl IdMap {
                         (Schema::Bool, Scalar::Bool(b)) => (b'b', vec![u8::from(*b)]),
                         // A value of another type than the index's: the
                         // points holding it are not in the index.
-                        _ => return Ok(None),
+                        _ => return Ok(Leaf::NoIndex),
                     };
                     if !self.scan_exact(f, tag, &bytes, cap, &mut out)? || out.len() > cap as u64 {
-                        return Ok(None);
+                        return Ok(Leaf::Overflow);
                     }
                 }
-                Ok(Some(out))
+                Ok(Leaf::Set(out))
             }
             FieldTest::Range(b) if matches!(schema, Schema::Integer | Schema::Float) => {
                 let (lo, hi) = float_span(b);
                 let keep = |k: &[u8]| b.holds(float_of_key(k));
-                Ok(self.scan_range(f, b'n', lo, hi, &keep, cap, &mut out)?.then_some(out))
+                Ok(Leaf::of(self.scan_range(f, b'n', lo, hi, &keep, cap, &mut out)?, out))
             }
             FieldTest::DateRange(b) if schema == Schema::Datetime => {
                 let lo = flip(b.gt.into_iter().chain(b.gte).max().unwrap_or(i64::MIN));
                 let hi = flip(b.lt.into_iter().chain(b.lte).min().unwrap_or(i64::MAX));
                 let keep = |k: &[u8]| b.holds(unflip(k));
-                Ok(self.scan_range(f, b'd', lo, hi, &keep, cap, &mut out)?.then_some(out))
+                Ok(Leaf::of(self.scan_range(f, b'd', lo, hi, &keep, cap, &mut out)?, out))
             }
-            _ => Ok(None),
+            _ => Ok(Leaf::NoIndex),
         }
     }
 
@@ -500,17 +512,27 @@ impl IdMap {
     /// generation, collecting at most `cap` slots per condition.
     pub fn resolve(&self, filter: &Filter, slots: u32, cap: usize) -> Result<Resolved, IdMapError> {
         let mut unindexed = Vec::new();
-        let (set, exact) = self.resolve_filter(filter, slots, cap, &mut unindexed)?;
+        let mut r = Resolver { map: self, slots, cap, overflow: false };
+        let (set, exact) = r.filter(filter, &mut unindexed)?;
         unindexed.sort();
         unindexed.dedup();
-        Ok(Resolved { set, exact, unindexed })
+        Ok(Resolved { set, exact, unindexed, overflow: r.overflow })
     }
+}
 
-    fn resolve_filter(
-        &self,
+/// One resolution: the map, the slot range, the per-condition cap, and
+/// whether a condition overflowed it.
+struct Resolver<'a> {
+    map: &'a IdMap,
+    slots: u32,
+    cap: usize,
+    overflow: bool,
+}
+
+impl Resolver<'_> {
+    fn filter(
+        &mut self,
         f: &Filter,
-        slots: u32,
-        cap: usize,
         unindexed: &mut Vec<String>,
     ) -> Result<(Option<RoaringBitmap>, bool), IdMapError> {
         let mut set: Option<RoaringBitmap> = None;
@@ -522,18 +544,18 @@ impl IdMap {
             });
         };
         for c in &f.must {
-            let (s, e) = self.resolve_cond(c, slots, cap, unindexed)?;
+            let (s, e) = self.cond(c, unindexed)?;
             exact &= e;
             if let Some(s) = s {
                 and(&mut set, s);
             }
         }
         for c in &f.must_not {
-            let (s, e) = self.resolve_cond(c, slots, cap, unindexed)?;
+            let (s, e) = self.cond(c, unindexed)?;
             match s {
                 Some(s) if e => {
                     let mut all = RoaringBitmap::new();
-                    all.insert_range(0..slots);
+                    all.insert_range(0..self.slots);
                     and(&mut set, all - s);
                 }
                 _ => exact = false,
@@ -542,7 +564,7 @@ impl IdMap {
         if !f.should.is_empty() {
             let mut union = Some(RoaringBitmap::new());
             for c in &f.should {
-                let (s, e) = self.resolve_cond(c, slots, cap, unindexed)?;
+                let (s, e) = self.cond(c, unindexed)?;
                 exact &= e;
                 match (s, union.as_mut()) {
                     (Some(s), Some(u)) => *u |= s,
@@ -556,25 +578,23 @@ impl IdMap {
         if let Some((cs, _)) = &f.min_should {
             exact = false;
             for c in cs {
-                self.resolve_cond(c, slots, cap, unindexed)?;
+                self.cond(c, unindexed)?;
             }
         }
         Ok((set, exact))
     }
 
-    fn resolve_cond(
-        &self,
+    fn cond(
+        &mut self,
         c: &Cond,
-        slots: u32,
-        cap: usize,
         unindexed: &mut Vec<String>,
     ) -> Result<(Option<RoaringBitmap>, bool), IdMapError> {
         match c {
-            Cond::Filter(f) => self.resolve_filter(f, slots, cap, unindexed),
+            Cond::Filter(f) => self.filter(f, unindexed),
             Cond::HasId(ids) => {
                 let mut s = RoaringBitmap::new();
                 for id in ids {
-                    if let Some(slot) = self.get(id)? {
+                    if let Some(slot) = self.map.get(id)? {
                         s.insert(slot);
                     }
                 }
@@ -584,9 +604,13 @@ impl IdMap {
                 unindexed.push(key.text.clone());
                 Ok((None, false))
             }
-            Cond::Field { key, test } => match self.leaf(key, test, cap)? {
-                Some(s) => Ok((Some(s), true)),
-                None => {
+            Cond::Field { key, test } => match self.map.leaf(key, test, self.cap)? {
+                Leaf::Set(s) => Ok((Some(s), true)),
+                Leaf::Overflow => {
+                    self.overflow = true;
+                    Ok((None, false))
+                }
+                Leaf::NoIndex => {
                     unindexed.push(key.text.clone());
                     Ok((None, false))
                 }

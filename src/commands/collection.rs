@@ -279,6 +279,30 @@ impl MergeProgress for Bars {
     }
 }
 
+pub fn index(a: basalt::cli::IndexArgs) -> Result<()> {
+    use basalt::collection::pindex::{Schema, check_field};
+    check_field(&a.field).map_err(|e| anyhow::anyhow!("--field: {e}"))?;
+    let schema = a.schema.as_deref().map(|s| Schema::parse(s).expect("clap checked it"));
+    let coll = open(&a.collection, true)?;
+    let t = std::time::Instant::now();
+    let ack = match schema {
+        Some(s) => coll.create_payload_index(&a.field, s)?,
+        None => coll.drop_payload_index(&a.field)?,
+    };
+    let entries = coll
+        .payload_indexes(usize::MAX)?
+        .into_iter()
+        .find(|(f, _, _)| *f == a.field)
+        .map_or(0, |(_, _, n)| n);
+    println!(
+        "{}",
+        serde_json::json!({"field": a.field, "schema": schema.map(|s| s.name()), "lsn": ack.lsn,
+            "entries": entries, "seconds": t.elapsed().as_secs_f64()})
+    );
+    coll.close();
+    Ok(())
+}
+
 pub fn merge(a: CollectionArg) -> Result<()> {
     let coll = open(&a.collection, true)?;
     let bars = Bars(std::sync::Mutex::new(None));

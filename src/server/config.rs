@@ -164,6 +164,9 @@ pub struct SearchConfig {
     pub retry_after_s: u64,
     /// RAM of each collection's entry cache (hot node records); 0: none.
     pub cache_bytes_per_collection: u64,
+    /// Most points one filter condition collects from a payload index per
+    /// query (a larger match is sampled and checked by payload instead).
+    pub filter_resolve_points_max: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -242,6 +245,7 @@ impl Default for SearchConfig {
             beam_width_default: 4,
             retry_after_s: 1,
             cache_bytes_per_collection: 0,
+            filter_resolve_points_max: 1_000_000,
         }
     }
 }
@@ -366,6 +370,12 @@ impl ServerConfig {
         range("search.list_size_default", s.list_size_default, 1, LIST_SIZE_MAX)?;
         range("search.beam_width_default", s.beam_width_default, 1, BEAM_WIDTH_MAX)?;
         range("search.retry_after_s", s.retry_after_s as usize, 1, 3600)?;
+        range(
+            "search.filter_resolve_points_max",
+            s.filter_resolve_points_max,
+            crate::collection::filtered::RESOLVE_CAP_MIN,
+            1 << 31,
+        )?;
         range("service.blocking_threads", self.service.blocking_threads, 1, crate::THREADS_MAX)?;
         range("service.shutdown_grace_ms", self.service.shutdown_grace_ms as usize, 0, 3_600_000)?;
         range("limits.body_bytes_max", l.body_bytes_max, 1024, 1 << 30)?;

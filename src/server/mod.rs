@@ -121,6 +121,7 @@ pub fn open_options(cfg: &ServerConfig) -> CollectionOptions {
         wal_segment_bytes_max: Some(cfg.collections.wal_segment_bytes),
         ..CollectionOptions::default()
     };
+    o.filter_tuning.resolve_cap = cfg.search.filter_resolve_points_max;
     let b = cfg.search.cache_bytes_per_collection;
     if b > 0 {
         o.index.cache_bytes = Some(b);
