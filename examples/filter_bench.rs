@@ -10,6 +10,7 @@
 //! One JSON line per (case, mode) on stdout (kept in bench/results/).
 //!
 //! cargo run --release --example filter_bench -- DATA QUERIES WORK [NQ] [REPS] [L]
+//! (FILTER_BENCH_NO_INDEX=1: without the payload indexes.)
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -96,8 +97,14 @@ fn main() -> Result<()> {
     let c =
         Collection::open(&dir, CollectionOptions { no_auto_merge: true, ..Default::default() })?;
     let t = Instant::now();
+    // FILTER_BENCH_NO_INDEX=1: the same filters answered from payloads alone.
+    let no_index = std::env::var("FILTER_BENCH_NO_INDEX").is_ok_and(|v| v == "1");
     for (f, s) in [("kw", Schema::Keyword), ("n", Schema::Integer), ("day", Schema::Datetime)] {
-        c.create_payload_index(f, s)?;
+        if no_index {
+            c.drop_payload_index(f)?;
+        } else {
+            c.create_payload_index(f, s)?;
+        }
     }
     eprintln!("indexes: {:.1} s", t.elapsed().as_secs_f64());
 
@@ -192,6 +199,7 @@ fn main() -> Result<()> {
                 let secs = t.elapsed().as_secs_f64();
                 qps[mi].push(nq as f64 / secs);
                 rows[mi] = json!({
+                    "indexed": !no_index,
                     "case": name, "target": target, "matches": matching.len(),
                     "mode": mode, "L": l, "k": k, "queries": nq,
                     "recall_at_10": if want == 0 { 1.0 } else { hit as f64 / want as f64 },

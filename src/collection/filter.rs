@@ -219,7 +219,7 @@ pub enum FieldTest {
     Except(Vec<Scalar>),
     Range(Bounds<f64>),
     DateRange(Bounds<i64>),
-    ValuesCount(Bounds<u64>),
+    ValuesCount(Bounds<i64>),
     IsEmpty(bool),
     IsNull(bool),
 }
@@ -345,7 +345,7 @@ impl Cond {
                         key.values(payload, false, &mut vs);
                         let count = |v: &Value| match v {
                             Value::Null => 0,
-                            Value::Array(a) => a.len() as u64,
+                            Value::Array(a) => a.len() as i64,
                             _ => 1,
                         };
                         if vs.iter().all(|v| v.is_null()) {
@@ -390,11 +390,7 @@ pub fn number(v: &Value) -> Option<f64> {
 /// no seconds, a date alone, no offset meaning UTC, an hour-only offset):
 /// microseconds since the Unix epoch, or `None`.
 pub fn parse_datetime(s: &str) -> Option<i64> {
-    use chrono::DateTime;
     let s = s.trim_start();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.timestamp_micros());
-    }
     let mut t = s.to_string();
     if let Some(x) = t.strip_suffix(" UTC") {
         t = format!("{x}+00:00");
@@ -608,7 +604,7 @@ impl Parser {
                 "match" => self.matcher(x, &here)?,
                 "range" => range(x, &here)?,
                 "values_count" => {
-                    let b = bounds(x, &here, |v| v.as_u64())?;
+                    let b = bounds(x, &here, |v| v.as_i64())?;
                     FieldTest::ValuesCount(b)
                 }
                 "is_empty" => {

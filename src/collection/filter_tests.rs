@@ -153,6 +153,8 @@ fn filters() -> Vec<(&'static str, Value)> {
     vec![
         ("none match", json!({"must": [{"key": "kw", "match": {"value": "absent"}}]})),
         ("all", json!({"must": [{"key": "n", "range": {"gte": 0}}]})),
+        ("all by complement", json!({"must_not": [{"key": "kw", "match": {"value": "absent"}}]})),
+        ("empty", json!({})),
         ("one point", json!({"must": [{"key": "n", "match": {"value": 1234}}]})),
         ("exactly k", json!({"must": [{"has_id": [3, 4, 6, 7, 8, 9, 10, 11, 12, 13]}]})),
         ("1% keyword", json!({"must": [{"key": "kw", "match": {"value": "unique"}}]})),

@@ -347,7 +347,7 @@ impl Collection {
                 return false;
             }
             if exact_set {
-                return true;
+                return occupied(g, id).unwrap_or(false);
             }
             checks.set(checks.get() + 1);
             match self.disk_passes(st, g, filter, id) {
@@ -403,7 +403,9 @@ impl Collection {
         let mut matches: Vec<u32> = Vec::new();
         let mut check = |slot: u32| -> Result<(), CollectionError> {
             if resolved.exact {
-                if !st.tombstones.contains(&slot) {
+                // An exact set may hold free slots (a must_not complement,
+                // an empty filter): they hold no point.
+                if !st.tombstones.contains(&slot) && occupied(g, slot)? {
                     matches.push(slot);
                 }
             } else {
@@ -461,7 +463,9 @@ impl Collection {
             let r = self.idmap.resolve(filter, slots, usize::MAX)?;
             match (&r.set, r.exact) {
                 (Some(set), true) => {
-                    n += set.iter().filter(|s| !st.tombstones.contains(s)).count() as u64
+                    for s in set.iter() {
+                        n += u64::from(!st.tombstones.contains(&s) && occupied(g, s)?);
+                    }
                 }
                 (Some(set), false) => {
                     for s in set.iter() {
@@ -551,6 +555,11 @@ impl Collection {
         }
         Ok(last)
     }
+}
+
+/// Whether `slot` holds a point (a generation's free slots hold none).
+fn occupied(g: &Generation, slot: u32) -> Result<bool, CollectionError> {
+    Ok(g.free_slots() == 0 || g.external_id(slot)?.is_some())
 }
 
 fn add(a: &mut QueryStats, b: &QueryStats) {

@@ -135,8 +135,11 @@ impl IdMap {
     /// Applies `changes` (in batches), then records `ident` as applied, and
     /// makes it durable.
     pub fn apply(&self, changes: &[Change], ident: FileIdent) -> Result<(), IdMapError> {
+        // Payload index entries first, computed over the whole list
+        // (`pindex.rs`), then the map in chunks, the identity last.
+        self.apply_index_ops(changes)?;
         for chunk in changes.chunks(APPLY_BATCH_CHANGES) {
-            self.apply_chunk(chunk)?;
+            self.apply_map_chunk(chunk, false)?;
         }
         self.set_applied(ident)
     }
@@ -144,8 +147,14 @@ impl IdMap {
     /// Applies changes without moving the applied identity (an import
     /// streams its rows through this, then calls [`Self::set_applied`]).
     pub fn apply_chunk(&self, changes: &[Change]) -> Result<(), IdMapError> {
+        self.apply_map_chunk(changes, true)
+    }
+
+    fn apply_map_chunk(&self, changes: &[Change], with_index: bool) -> Result<(), IdMapError> {
         let mut b = self.keyspace.batch();
-        self.index_changes(&mut b, changes)?;
+        if with_index {
+            self.index_changes(&mut b, changes)?;
+        }
         for c in changes {
             match c {
                 Change::Put { id, slot, payload } => {

@@ -255,58 +255,96 @@ impl IdMap {
         Ok(())
     }
 
-    /// Writes the index entries of `changes` into `batch`: the old point's
-    /// entries out (read from the store, or from `seen` when the same chunk
-    /// changed it before), the new one's in.
+    /// The index entry keys `changes` touch and whether each is present
+    /// after them: per id, its entries before the changes (read from the
+    /// store, once) go and those of its last change come back; a key in
+    /// both stays. A freed slot is often refilled by another id in the same
+    /// change list, and a batch must not hold one key twice.
+    fn index_ops(
+        &self,
+        changes: &[super::idmap::Change],
+    ) -> Result<HashMap<Vec<u8>, bool>, IdMapError> {
+        let defs = self.defs.read();
+        let mut keys: HashMap<Vec<u8>, bool> = HashMap::new();
+        if defs.is_empty() {
+            return Ok(keys);
+        }
+        let mut seen: std::collections::HashSet<Vec<u8>> = Default::default();
+        let mut after: HashMap<Vec<u8>, Option<(u32, Option<String>)>> = HashMap::new();
+        for c in changes {
+            let (id, new) = match c {
+                super::idmap::Change::Put { id, slot, payload } => {
+                    (id, Some((*slot, payload.clone())))
+                }
+                super::idmap::Change::Remove { id } => (id, None),
+            };
+            let k = key(id);
+            if seen.insert(k.clone())
+                && let Some(slot) = self.get(id)?
+            {
+                let p = parse_payload(self.payload(id)?.as_deref());
+                for (path, schema) in defs.iter() {
+                    for (tag, v) in entries(path, *schema, &p) {
+                        keys.insert(entry_key(&path.text, tag, &v, slot), false);
+                    }
+                }
+            }
+            after.insert(k, new);
+        }
+        for (slot, payload) in after.values().flatten() {
+            let p = parse_payload(payload.as_deref());
+            for (path, schema) in defs.iter() {
+                for (tag, v) in entries(path, *schema, &p) {
+                    keys.insert(entry_key(&path.text, tag, &v, *slot), true);
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Writes the index entries of one chunk of changes into its batch.
     pub(super) fn index_changes(
         &self,
         b: &mut fjall::Batch,
         changes: &[super::idmap::Change],
     ) -> Result<(), IdMapError> {
-        let defs = self.defs.read();
-        if defs.is_empty() {
-            return Ok(());
-        }
-        // Per id: its state before the chunk (read once) and after it (its
-        // last change). Every old entry goes, every final one comes back:
-        // a freed slot is often refilled in the same chunk, and a batch
-        // must not hold one key twice.
-        let mut before: HashMap<Vec<u8>, Option<(u32, Value)>> = HashMap::new();
-        let mut after: HashMap<Vec<u8>, Option<(u32, Value)>> = HashMap::new();
-        for c in changes {
-            let (id, new) = match c {
-                super::idmap::Change::Put { id, slot, payload } => {
-                    (id, Some((*slot, parse_payload(payload.as_deref()))))
-                }
-                super::idmap::Change::Remove { id } => (id, None),
-            };
-            let k = key(id);
-            if !before.contains_key(&k) {
-                let old = match self.get(id)? {
-                    Some(slot) => Some((slot, parse_payload(self.payload(id)?.as_deref()))),
-                    None => None,
-                };
-                before.insert(k.clone(), old);
-            }
-            after.insert(k, new);
-        }
-        let mut keys: HashMap<Vec<u8>, bool> = HashMap::new();
-        for (states, present) in [(&before, false), (&after, true)] {
-            for (slot, p) in states.values().flatten() {
-                for (path, schema) in defs.iter() {
-                    for (tag, v) in entries(path, *schema, p) {
-                        keys.insert(entry_key(&path.text, tag, &v, *slot), present);
-                    }
-                }
-            }
-        }
-        for (k, present) in keys {
+        for (k, present) in self.index_ops(changes)? {
             if present {
                 b.insert(&self.pindex, k, Vec::new());
             } else {
                 b.remove(&self.pindex, k);
             }
         }
+        Ok(())
+    }
+
+    /// Writes the index entries of a whole change list (a merge's, maybe
+    /// millions) before any of its map changes: the old entries are read
+    /// from the map as it was, so an id moved in one chunk and its old slot
+    /// refilled in another cannot lose an entry. Idempotent until the map
+    /// changes are committed, which come after (a crash in between redoes
+    /// the same writes).
+    pub(super) fn apply_index_ops(
+        &self,
+        changes: &[super::idmap::Change],
+    ) -> Result<(), IdMapError> {
+        let ops = self.index_ops(changes)?;
+        let mut b = self.keyspace.batch();
+        let mut n = 0usize;
+        for (k, present) in ops {
+            if present {
+                b.insert(&self.pindex, k, Vec::new());
+            } else {
+                b.remove(&self.pindex, k);
+            }
+            n += 1;
+            if n == super::idmap::APPLY_BATCH_CHANGES {
+                b.commit()?;
+                b = self.keyspace.batch();
+                n = 0;
+            }
+        }
+        b.commit()?;
         Ok(())
     }
 
@@ -320,6 +358,9 @@ impl IdMap {
             return Ok(0);
         }
         self.drop_index(field)?;
+        // Entries of an earlier build that a crash cut short (its
+        // definition is written last) are cleared first.
+        self.clear_entries(field)?;
         if self.defs.read().len() >= INDEXES_MAX {
             return Err(IdMapError::Corrupt(format!(
                 "a collection has at most {INDEXES_MAX} payload indexes (INDEXES_MAX)"
@@ -354,6 +395,26 @@ impl IdMap {
         self.keyspace.persist(fjall::PersistMode::SyncAll)?;
         self.defs.write().push((path, schema));
         Ok(n)
+    }
+
+    /// Removes every entry of `field` (no definition change).
+    fn clear_entries(&self, field: &str) -> Result<(), IdMapError> {
+        let mut p = field.as_bytes().to_vec();
+        p.push(0);
+        let mut b = self.keyspace.batch();
+        let mut in_batch = 0usize;
+        for kv in self.pindex.snapshot().prefix(&p) {
+            let (k, _) = kv.map_err(fjall::Error::from)?;
+            b.remove(&self.pindex, k.to_vec());
+            in_batch += 1;
+            if in_batch >= super::idmap::APPLY_BATCH_CHANGES {
+                b.commit()?;
+                b = self.keyspace.batch();
+                in_batch = 0;
+            }
+        }
+        b.commit()?;
+        Ok(())
     }
 
     /// Removes the index of `field` (none is no error), durably; returns
@@ -629,6 +690,49 @@ fn float_span(b: &Bounds<f64>) -> ([u8; 8], [u8; 8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collection::filter::Filter;
+    use crate::collection::idmap::Change;
+    use crate::collection::ids::ExternalId;
+    use crate::format::FileIdent;
+
+    fn kw_slots(map: &IdMap, value: &str) -> Vec<u32> {
+        let f = Filter::parse(
+            &serde_json::json!({"must": [{"key": "kw", "match": {"value": value}}]}),
+            "f",
+        )
+        .unwrap();
+        let r = map.resolve(&f, 1 << 20, usize::MAX).unwrap();
+        assert!(r.exact);
+        r.set.unwrap().iter().collect()
+    }
+
+    /// A merge's change list longer than one batch: an id moved in the last
+    /// chunk while another id took its old slot in the first keeps both
+    /// entries (computed over the whole list, not per chunk).
+    #[test]
+    fn index_entries_survive_a_slot_refilled_across_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let map = IdMap::open(dir.path()).unwrap();
+        map.create_index("kw", Schema::Keyword).unwrap();
+        let (a, b) = (ExternalId::Num(1), ExternalId::Num(2));
+        let x = Some(r#"{"kw": "x"}"#.to_string());
+        let ident = |g| FileIdent { build_id: 7, generation: g };
+        map.apply(&[Change::Put { id: a.clone(), slot: 5, payload: x.clone() }], ident(1)).unwrap();
+        assert_eq!(kw_slots(&map, "x"), vec![5]);
+        let mut changes = vec![Change::Put { id: b, slot: 5, payload: x.clone() }];
+        for i in 0..APPLY_FILLER {
+            changes.push(Change::Put {
+                id: ExternalId::Num(1000 + i),
+                slot: 1000 + i as u32,
+                payload: None,
+            });
+        }
+        changes.push(Change::Put { id: a, slot: 9, payload: x });
+        map.apply(&changes, ident(2)).unwrap();
+        assert_eq!(kw_slots(&map, "x"), vec![5, 9]);
+    }
+
+    const APPLY_FILLER: u64 = super::super::idmap::APPLY_BATCH_CHANGES as u64;
 
     #[test]
     fn float_keys_sort_like_the_numbers() {
