@@ -74,8 +74,10 @@ pub enum FilterMode {
 pub struct FilterTuning {
     /// One candidate from a payload index and its PQ distance.
     pub candidate_us: f64,
-    /// One payload read from the store, parsed and checked.
+    /// One payload read from the store by id, parsed and checked.
     pub payload_check_us: f64,
+    /// One payload of a sequential pass over the store, parsed and checked.
+    pub payload_scan_us: f64,
     /// One node read from disk in a beam search (W reads in flight).
     pub read_us: f64,
     /// Most slots collected from the indexes for one condition (the
@@ -88,6 +90,7 @@ impl Default for FilterTuning {
         FilterTuning {
             candidate_us: 0.5,
             payload_check_us: 4.0,
+            payload_scan_us: 1.5,
             read_us: 40.0,
             resolve_cap: 1_000_000,
         }
@@ -321,17 +324,21 @@ impl Collection {
         let live = live_slots.max(1.0);
         // A sample that found nothing still leaves room for a few matches.
         let selectivity = (estimate.max(1) as f64 / live).min(1.0);
-        let candidates = resolved.set.as_ref().map_or(u64::from(slots), |s| s.len()) as f64;
         let check_cost = if resolved.exact { 0.0 } else { tune.payload_check_us };
-        let exact_cost =
-            candidates * (tune.candidate_us + check_cost) + params.list_size as f64 * tune.read_us;
-        let graph_list = ((params.list_size as f64 / selectivity).ceil() as usize)
-            .clamp(params.list_size, LIST_SIZE_MAX);
+        let exact_cost = match &resolved.set {
+            Some(set) => set.len() as f64 * (tune.candidate_us + check_cost),
+            None => u64::from(slots) as f64 * (tune.candidate_us + tune.payload_scan_us),
+        } + params.list_size as f64 * tune.read_us;
+        let wanted_list = (params.list_size as f64 / selectivity).ceil();
+        let graph_list = (wanted_list as usize).clamp(params.list_size, LIST_SIZE_MAX);
         let graph_cost = graph_list as f64 * (tune.read_us + check_cost);
         let use_exact = match mode {
             FilterMode::Prefilter | FilterMode::Exact => true,
             FilterMode::Graph => false,
-            _ => exact_cost <= graph_cost,
+            // A graph search that would need more than LIST_SIZE_MAX to
+            // see L matches loses recall: the exact path then, whatever
+            // it costs.
+            _ => exact_cost <= graph_cost || wanted_list > LIST_SIZE_MAX as f64,
         };
         let rerank_all = mode == FilterMode::Exact;
         if use_exact {
@@ -422,10 +429,28 @@ impl Collection {
                     check(slot)?;
                 }
             }
-            None => {
+            None if resolved.exact => {
                 for slot in 0..g.slots() as u32 {
                     check(slot)?;
                 }
+            }
+            None => {
+                // Every payload, in one sequential pass over the map.
+                let mut checked = 0u64;
+                self.idmap.scan(|id, slot, payload| {
+                    checked += 1;
+                    if st.tombstones.contains(&slot) {
+                        return Ok(());
+                    }
+                    let doc = payload
+                        .and_then(|p| serde_json::from_slice(p).ok())
+                        .unwrap_or_else(empty_doc);
+                    if filter.matches(&id, &doc) {
+                        matches.push(slot);
+                    }
+                    Ok(())
+                })?;
+                fs.payload_checks += checked;
             }
         }
         fs.candidates = matches.len() as u64;
@@ -472,10 +497,21 @@ impl Collection {
                         n += u64::from(self.disk_passes(&st, g, filter, s)?);
                     }
                 }
-                (None, _) => {
+                (None, true) => {
                     for s in 0..slots {
-                        n += u64::from(self.disk_passes(&st, g, filter, s)?);
+                        n += u64::from(!st.tombstones.contains(&s) && occupied(g, s)?);
                     }
+                }
+                (None, false) => {
+                    self.idmap.scan(|id, slot, payload| {
+                        if !st.tombstones.contains(&slot) {
+                            let doc = payload
+                                .and_then(|p| serde_json::from_slice(p).ok())
+                                .unwrap_or_else(empty_doc);
+                            n += u64::from(filter.matches(&id, &doc));
+                        }
+                        Ok(())
+                    })?;
                 }
             }
         }
