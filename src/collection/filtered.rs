@@ -237,18 +237,8 @@ impl Collection {
         };
         if mode == FilterMode::Postfilter {
             fs.plan = "postfilter";
-            let failed: RefCell<Option<CollectionError>> = RefCell::new(None);
-            let checks = Cell::new(0u64);
-            let accept = |id: u32| {
-                checks.set(checks.get() + 1);
-                match self.disk_passes(st, g, filter, id) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        failed.borrow_mut().get_or_insert(e);
-                        false
-                    }
-                }
-            };
+            let check = Checker::default();
+            let accept = |id: u32| check.passes(|| self.disk_passes(st, g, filter, id));
             // A post-filter at equal L: the L best of a plain search, then
             // the filter, the first k kept.
             let wide = SearchParams { k: params.list_size, ..*params };
@@ -260,10 +250,8 @@ impl Collection {
                     out.push((id, d));
                 }
             }
-            fs.payload_checks = checks.get();
-            if let Some(e) = failed.into_inner() {
-                return Err(e);
-            }
+            fs.payload_checks = check.checks.get();
+            check.result()?;
             return Ok(out);
         }
         // Collecting a set from an index costs about `candidate_us` a slot;
@@ -345,8 +333,7 @@ impl Collection {
             return self.exact_path(st, g, q, params, filter, &resolved, rerank_all, fs, stats);
         }
         // The graph path.
-        let failed: RefCell<Option<CollectionError>> = RefCell::new(None);
-        let checks = Cell::new(0u64);
+        let check = Checker::default();
         let set = resolved.set.as_ref();
         let exact_set = resolved.exact;
         let accept = |id: u32| -> bool {
@@ -356,26 +343,17 @@ impl Collection {
             if exact_set {
                 return occupied(g, id).unwrap_or(false);
             }
-            checks.set(checks.get() + 1);
-            match self.disk_passes(st, g, filter, id) {
-                Ok(b) => b,
-                Err(e) => {
-                    failed.borrow_mut().get_or_insert(e);
-                    false
-                }
-            }
+            check.passes(|| self.disk_passes(st, g, filter, id))
         };
         fs.plan = "graph";
         let mut p = SearchParams { list_size: graph_list, ..*params };
         loop {
             let r = plain(&p, &accept)?;
-            if let Some(e) = failed.borrow_mut().take() {
-                return Err(e);
-            }
+            check.result()?;
             add(stats, &r.stats);
             fs.list_size = p.list_size;
             if r.ids.len() >= params.k || p.list_size >= LIST_SIZE_MAX {
-                fs.payload_checks += checks.get();
+                fs.payload_checks += check.checks.get();
                 if r.ids.len() >= params.k {
                     return Ok(pairs(r));
                 }
@@ -590,6 +568,34 @@ impl Collection {
             last = Some(super::WriteAck { lsn: ack.lsn, points: total });
         }
         Ok(last)
+    }
+}
+
+/// Payload checks made inside a search's `accept` hook, which cannot
+/// return an error: the first error is kept and returned after.
+#[derive(Default)]
+struct Checker {
+    checks: Cell<u64>,
+    failed: RefCell<Option<CollectionError>>,
+}
+
+impl Checker {
+    fn passes(&self, check: impl FnOnce() -> Result<bool, CollectionError>) -> bool {
+        self.checks.set(self.checks.get() + 1);
+        match check() {
+            Ok(b) => b,
+            Err(e) => {
+                self.failed.borrow_mut().get_or_insert(e);
+                false
+            }
+        }
+    }
+
+    fn result(&self) -> Result<(), CollectionError> {
+        match self.failed.borrow_mut().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 

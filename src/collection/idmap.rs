@@ -254,10 +254,10 @@ impl IdMap {
                     std::cmp::Ordering::Greater => break,
                 }
             }
-            if let Some(Err(_)) = payloads.peek() {
-                if let Some(Err(e)) = payloads.next() {
-                    return Err(e.into());
-                }
+            if let Some(Err(_)) = payloads.peek()
+                && let Some(Err(e)) = payloads.next()
+            {
+                return Err(e.into());
             }
             f(id_of_key(&k)?, slot, payload.as_deref())?;
         }

@@ -424,26 +424,16 @@ impl IdMap {
         if !had {
             return Ok(false);
         }
-        let mut p = field.as_bytes().to_vec();
-        p.push(0);
-        let mut b = self.keyspace.batch();
-        let mut in_batch = 0usize;
-        for kv in self.pindex.snapshot().prefix(&p) {
-            let (k, _) = kv.map_err(fjall::Error::from)?;
-            b.remove(&self.pindex, k.to_vec());
-            in_batch += 1;
-            if in_batch >= super::idmap::APPLY_BATCH_CHANGES {
-                b.commit()?;
-                b = self.keyspace.batch();
-                in_batch = 0;
-            }
-        }
+        // The definition goes first, durably: entries without one are never
+        // read (and a later create clears them), while a definition whose
+        // entries are half gone would answer wrongly.
         let mut dk = DEF_PREFIX.to_vec();
         dk.extend_from_slice(field.as_bytes());
-        b.remove(&self.state, dk);
-        b.commit()?;
+        self.state.remove(dk)?;
         self.keyspace.persist(fjall::PersistMode::SyncAll)?;
         self.defs.write().retain(|(p, _)| p.text != field);
+        self.clear_entries(field)?;
+        self.keyspace.persist(fjall::PersistMode::SyncAll)?;
         Ok(true)
     }
 
