@@ -323,9 +323,15 @@ pub struct BuildArgs {
     pub threads: Option<usize>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Memory budget of the in-memory build in GiB (default: 90% of available).
+    /// Memory budget of the build in GiB (default: 90% of available). An
+    /// input whose in-memory build needs more is built in shards that fit
+    /// (the partitioned build), peak memory under the budget.
     #[arg(long)]
     pub build_memory: Option<f64>,
+    /// Build in this many shards even when the in-memory build fits (to
+    /// compare the two builds; the budget still bounds every shard).
+    #[arg(long)]
+    pub shards: Option<usize>,
     /// Replace an existing index at --out.
     #[arg(long)]
     pub force: bool,

@@ -59,6 +59,7 @@ pub fn run(a: BuildArgs) -> Result<()> {
         pq_sample_max: a.pq_sample,
         force: a.force,
         memory_budget_bytes: a.build_memory.map(|g| (g * (1u64 << 30) as f64) as u64),
+        shards: a.shards,
         ..Default::default()
     };
     // Every argument, the input and the output are checked before anything
@@ -80,6 +81,15 @@ pub fn run(a: BuildArgs) -> Result<()> {
         mib(prepared.output_bytes),
         mib(prepared.memory_bytes)
     );
+    if let Some(p) = &prepared.partition {
+        eprintln!(
+            "  the in-memory build does not fit the budget: partitioned into {} shards of at \
+             most {} points (each point in 2), {} of scratch space",
+            p.shards,
+            p.shard_points_max,
+            mib(p.scratch_bytes)
+        );
+    }
     let bars = Bars(Mutex::new(None));
     let s = pool.install(|| prepared.run(&bars))?;
     if a.json {
@@ -112,6 +122,23 @@ pub fn run(a: BuildArgs) -> Result<()> {
         "  degree min/mean/max {}/{:.1}/{}, medoid {}",
         s.degree_min, s.degree_mean, s.degree_max, s.medoid
     );
+    if let Some(p) = &s.partition {
+        let (lo, hi) = (
+            p.shard_points.iter().min().copied().unwrap_or(0),
+            p.shard_points.iter().max().copied().unwrap_or(0),
+        );
+        eprintln!(
+            "  {} shards of {lo}..{hi} points (capacity {}); {} points in one shard only, {} \
+             placed past their 2 nearest; merge read {} vectors outside the home shard; \
+             connect added {} edges",
+            p.shards,
+            p.shard_points_max,
+            p.single_placed,
+            p.displaced,
+            p.merge_extra_reads,
+            p.connect_edges
+        );
+    }
     if let Some(p) = s.peak_rss_bytes {
         eprintln!("  peak memory {}", gib(p));
     }

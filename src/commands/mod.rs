@@ -193,6 +193,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         threads: None,
         seed: 42,
         build_memory: None,
+        shards: None,
         force: true,
         saturate: false,
         json: false,

@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use super::partition::{self, PartitionPlan, PartitionSummary};
 use super::pqspace::{self, PqSpace};
 use super::{
     BuildInfo, CODES_FILE, FileEntry, GRAPH_FILE, IndexError, MANIFEST_FILE, MANIFEST_VERSION,
@@ -36,8 +37,17 @@ use crate::pq::{Codebook, PQ_ITERS_DEFAULT, PQ_SAMPLE_DEFAULT, PqParams};
 use crate::vamana::{self, BuildParams};
 use crate::vecfile::VectorFile;
 
-/// Rows encoded per PQ batch (bounds the codes buffer).
-const ENCODE_BATCH_ROWS: usize = 65_536;
+/// Most rows a streamed pass (PQ encode, load, write) reads at once.
+pub(crate) const ENCODE_BATCH_ROWS: usize = 65_536;
+/// Bytes a streamed pass's batch may take (rows, their PQ-space copies and
+/// codes): bounds the batch for wide vectors (1024-d f32: 2,048 rows).
+pub(crate) const BATCH_BYTES_MAX: u64 = 16 << 20;
+
+/// Rows a streamed pass reads at once for rows of `row_bytes` (with their
+/// PQ-space copies and codes).
+pub(crate) fn batch_rows(row_bytes: u64) -> usize {
+    (BATCH_BYTES_MAX / row_bytes.max(1)).clamp(256, ENCODE_BATCH_ROWS as u64) as usize
+}
 
 /// Everything `basalt build` takes besides the paths.
 #[derive(Clone, Debug)]
@@ -56,6 +66,9 @@ pub struct BuildOptions {
     /// an existing space does this). Rows longer than it get an extra
     /// coordinate of 0 and are counted in [`BuildSummary::over_norm_rows`].
     pub ip_norm_max: Option<f32>,
+    /// Build in this many shards even when the in-memory build fits
+    /// (`None`: only when it does not, with the count the budget gives).
+    pub shards: Option<usize>,
 }
 
 impl Default for BuildOptions {
@@ -69,6 +82,7 @@ impl Default for BuildOptions {
             force: false,
             memory_budget_bytes: None,
             ip_norm_max: None,
+            shards: None,
         }
     }
 }
@@ -124,6 +138,8 @@ pub struct BuildSummary {
     pub stale_left: Vec<String>,
     /// The replaced index, when it could not be removed whole.
     pub replaced_leftover: Option<String>,
+    /// What the partitioned build did (`None`: built in memory at once).
+    pub partition: Option<PartitionSummary>,
     /// Trouble after the new index was in place (it is), e.g. a failed
     /// fsync of the parent directory.
     pub publish_warning: Option<String>,
@@ -155,6 +171,9 @@ pub struct Prepared {
     pub output_bytes: u64,
     /// Estimated peak memory of the build.
     pub memory_bytes: u64,
+    /// The partitioned build's plan, when the in-memory build does not fit
+    /// the budget.
+    pub partition: Option<PartitionPlan>,
 }
 
 impl Prepared {
@@ -167,7 +186,14 @@ impl Prepared {
     pub fn run(self, progress: &dyn Progress) -> Result<BuildSummary, IndexError> {
         let stale = publish::clean_stale(&self.out)?;
         let mut summary = crate::with_element!(self.file.element_type(), T => {
-            build_typed::<T>(&self.file, &self.out, &self.target, &self.opts, progress)
+            build_typed::<T>(
+                &self.file,
+                &self.out,
+                &self.target,
+                &self.opts,
+                self.partition.as_ref(),
+                progress,
+            )
         })?;
         summary.stale_removed = stale.removed.iter().map(|p| p.display().to_string()).collect();
         summary.stale_left =
@@ -195,7 +221,7 @@ pub fn prepare(data: &Path, out: &Path, opts: &BuildOptions) -> Result<Prepared,
     }
     let target = publish::check_target(out, opts.force)?;
     let file = VectorFile::open(data)?;
-    let memory_bytes = check_input(&file, opts)?;
+    let (memory_bytes, partition) = check_input(&file, opts)?;
     let pq_dim = pqspace::pq_dim(opts.metric, file.dim());
     let pq = PqParams {
         chunks: opts.pq_chunks,
@@ -213,13 +239,16 @@ pub fn prepare(data: &Path, out: &Path, opts: &BuildOptions) -> Result<Prepared,
     })?;
     let parent = parent_dir(out);
     let output_bytes = estimate_output_bytes(file.len(), file.dim(), file.element_type(), opts);
-    let need = output_bytes + FREE_SPACE_MARGIN_BYTES;
+    let scratch = partition.as_ref().map_or(0, |p| p.scratch_bytes);
+    let need = output_bytes + scratch + FREE_SPACE_MARGIN_BYTES;
     let free = publish::free_bytes(&parent)?;
     if need > free {
         return Err(IndexError::Input(format!(
-            "{}: the index needs about {:.1} MiB (with a {} MiB margin) but only {:.1} MiB are free",
+            "{}: the index needs about {:.1} MiB ({:.1} MiB of them scratch space of the \
+             partitioned build, with a {} MiB margin) but only {:.1} MiB are free",
             parent.display(),
             need as f64 / (1u64 << 20) as f64,
+            scratch as f64 / (1u64 << 20) as f64,
             FREE_SPACE_MARGIN_BYTES >> 20,
             free as f64 / (1u64 << 20) as f64
         )));
@@ -231,6 +260,7 @@ pub fn prepare(data: &Path, out: &Path, opts: &BuildOptions) -> Result<Prepared,
         opts: opts.clone(),
         output_bytes,
         memory_bytes,
+        partition,
     })
 }
 
@@ -256,8 +286,12 @@ pub fn estimate_output_bytes(n: u64, dim: usize, element: ElementType, opts: &Bu
 }
 
 /// Checks the input against the options and the memory budget; returns the
-/// build's estimated memory.
-fn check_input(file: &VectorFile, opts: &BuildOptions) -> Result<u64, IndexError> {
+/// build's estimated memory and, when the in-memory build does not fit the
+/// budget, the partitioned build's plan.
+fn check_input(
+    file: &VectorFile,
+    opts: &BuildOptions,
+) -> Result<(u64, Option<PartitionPlan>), IndexError> {
     let path = file.path().display();
     if file.is_empty() {
         return Err(IndexError::Input(format!("{path}: holds no vectors")));
@@ -287,29 +321,46 @@ fn check_input(file: &VectorFile, opts: &BuildOptions) -> Result<u64, IndexError
         .memory_budget_bytes
         .or_else(|| available_memory_bytes().map(|a| a / 10 * 9))
         .unwrap_or(u64::MAX);
-    if need > budget {
-        return Err(IndexError::Input(format!(
-            "an in-memory build of {n} x {} needs about {:.1} GiB but the budget is {:.1} GiB; \
-             the partitioned build for larger inputs is not implemented yet",
-            file.dim(),
-            need as f64 / (1u64 << 30) as f64,
-            budget as f64 / (1u64 << 30) as f64
-        )));
+    if need <= budget && opts.shards.is_none() {
+        return Ok((need, None));
     }
-    Ok(need)
+    let threads = rayon::current_num_threads();
+    let plan = partition::plan(n, file.dim(), file.element_type(), opts, budget, threads).map_err(
+        |e| {
+            IndexError::Input(format!(
+                "an in-memory build of {n} x {} needs about {:.2} GiB, over the budget; {e}",
+                file.dim(),
+                need as f64 / (1u64 << 30) as f64,
+            ))
+        },
+    )?;
+    Ok((plan.memory_bytes, Some(plan)))
+}
+
+/// Memory of one node's adjacency list in the in-memory build: a list
+/// grows by back edges past R (to `R * SLACK`) and a `Vec` doubles its
+/// capacity as it grows, so up to 2R ids; plus the `Vec`, its lock and the
+/// allocator's header.
+pub(crate) fn adjacency_bytes_per_node(degree_max: usize) -> u64 {
+    let ids = (degree_max as f32 * vamana::SLACK) as u64 + 2;
+    ids.max(2 * degree_max as u64) * 4 + 48
 }
 
 /// The build's memory footprint: vectors, adjacency lists with slack, codes,
 /// PQ sample and per-thread visited sets.
 pub fn estimate_memory_bytes(n: u64, dim: usize, element: ElementType, opts: &BuildOptions) -> u64 {
     let vectors = n * (dim * element.size_bytes()) as u64;
-    let adjacency = n * (((opts.graph.degree_max as f32 * vamana::SLACK) as u64 + 2) * 4 + 48);
-    let codes = (ENCODE_BATCH_ROWS * opts.pq_chunks) as u64;
+    let adjacency = n * adjacency_bytes_per_node(opts.graph.degree_max);
+    let row = (dim * element.size_bytes()) as u64;
+    let pq_row = 4 * pqspace::pq_dim(opts.metric, dim) as u64 + opts.pq_chunks as u64;
+    let codes = batch_rows(row + pq_row) as u64 * (row + pq_row);
     let sample = (opts.pq_sample_max as u64).min(n) * dim as u64 * 4;
     let visited = n * 4 * rayon::current_num_threads() as u64;
-    // The hot-list warm-up reads every code back into RAM.
+    // The hot-list warm-up reads every code back into RAM and copies its
+    // sample queries as f32 while the graph is still there.
     let codes_ram = n * opts.pq_chunks as u64;
-    vectors + adjacency + codes + sample + visited + codes_ram
+    let hot_queries = crate::search::hot::sample_size(n) as u64 * dim as u64 * 4;
+    vectors + adjacency + codes + sample + visited + codes_ram + hot_queries
 }
 
 fn build_typed<T: DistanceElement>(
@@ -317,6 +368,7 @@ fn build_typed<T: DistanceElement>(
     out: &Path,
     target: &publish::Target,
     opts: &BuildOptions,
+    partition: Option<&PartitionPlan>,
     progress: &dyn Progress,
 ) -> Result<BuildSummary, IndexError> {
     let started = Instant::now();
@@ -366,15 +418,25 @@ fn build_typed<T: DistanceElement>(
     progress.phase("pq encode", n);
     let codes_path = gen_dir.join(CODES_FILE);
     let mut codes = CodesWriter::create(&codes_path, opts.pq_chunks, n, ident)?;
-    let mut buf = vec![0u8; ENCODE_BATCH_ROWS * opts.pq_chunks];
+    let batch = batch_rows((dim * T::TYPE.size_bytes() + 4 * pq_dim + opts.pq_chunks) as u64);
+    let mut buf = vec![0u8; batch * opts.pq_chunks];
     let mut rows: Vec<T> = Vec::new();
     let mut space_rows: Vec<f32> = Vec::new();
     let mut over_norm_rows = 0u64;
+    // The partitioned build needs the exact mean (for its k-means and medoid).
+    let mut mean = partition.map(|_| vec![0f64; dim]);
     let mut start = 0u64;
     while start < n {
-        let m = (n - start).min(ENCODE_BATCH_ROWS as u64) as usize;
+        let m = (n - start).min(batch as u64) as usize;
         read_checked(file, start, m, opts.metric, &mut rows)?;
         space_rows.clear();
+        if let Some(mean) = mean.as_mut() {
+            for row in rows.chunks_exact(dim) {
+                for (m, x) in mean.iter_mut().zip(row) {
+                    *m += f64::from(x.to_f32());
+                }
+            }
+        }
         for row in rows.chunks_exact(dim) {
             // Every row fits unless M was given (see BuildOptions::ip_norm_max).
             let fit = space.push_row(row.iter().map(|x| x.to_f32()), &mut space_rows);
@@ -392,37 +454,13 @@ fn build_typed<T: DistanceElement>(
     progress.phase_done();
     phases.push(("pq encode".to_string(), t.elapsed().as_secs_f64()));
 
-    // The in-memory graph build needs every vector in RAM.
-    let t = Instant::now();
-    let data = load::<T>(file, opts.metric, progress)?;
-    phases.push(("load".to_string(), t.elapsed().as_secs_f64()));
-
-    // Graph.
-    let t = Instant::now();
-    let norm = (opts.metric == Metric::InnerProduct).then_some(ip_norm_max);
-    let graph = vamana::build_with_norm(
-        &data,
-        dim,
-        opts.metric,
-        norm,
-        &opts.graph,
-        &GraphProgress(progress, n),
-    )
-    .map_err(IndexError::Input)?;
-    progress.phase_done();
-    phases.push(("graph".to_string(), t.elapsed().as_secs_f64()));
-    let (degree_min, degree_mean, degree_max) = graph.degree_stats();
-
-    // Write the graph file.
-    let t = Instant::now();
-    progress.phase("write", n);
     let header = GraphHeader {
         metric: opts.metric,
         element: T::TYPE,
         dim: dim as u32,
         degree_max: opts.graph.degree_max as u32,
         count: n,
-        medoid: graph.medoid(),
+        medoid: 0,
         pq_chunks: opts.pq_chunks as u32,
         list_size: opts.graph.list_size as u32,
         alpha: opts.graph.alpha,
@@ -431,52 +469,19 @@ fn build_typed<T: DistanceElement>(
         ident,
         ip_norm_max,
     };
-    let graph_path = gen_dir.join(GRAPH_FILE);
-    let mut w = GraphWriter::create(&graph_path, &header)?;
-    for id in 0..n as u32 {
-        graph.with_neighbors(id, |nb| w.append(graph.vector(id), nb))?;
-        if id % 65_536 == 0 {
-            progress.advance(id as u64);
+    let files = GenFiles { dir: &gen_dir, codes: &codes_path, codebook: &codebook, space };
+    let g = match (partition, mean) {
+        (Some(plan), Some(mut mean)) => {
+            mean.iter_mut().for_each(|m| *m /= n as f64);
+            let input = partition::Input { file, opts, ip_norm_max, mean: &mean, plan };
+            partitioned_graph::<T>(&input, header, &tmp, &files, progress)?
         }
-    }
-    w.finish()?;
-    progress.phase_done();
-    phases.push(("write".to_string(), t.elapsed().as_secs_f64()));
-
-    // The hot list: which nodes a sample of the data, searched as queries
-    // with the disk search's own beam, expands most (fills the entry cache).
-    let t = Instant::now();
-    progress.phase("hot list", 1);
-    let (codes_ram, _) = crate::format::codes::read_codes(&codes_path)?;
-    let sample = crate::search::hot::sample_ids(n, opts.graph.seed);
-    let mut queries: Vec<f32> = Vec::with_capacity(sample.len() * dim);
-    for &id in &sample {
-        queries.extend(graph.vector(id).iter().map(|x| x.to_f32()));
-    }
-    let warm = crate::search::hot::WarmUp {
-        codebook: &codebook,
-        codes: codes_ram.bytes(),
-        chunks: opts.pq_chunks,
-        space,
-        medoid: graph.medoid(),
-        n,
+        _ => in_memory_graph::<T>(file, opts, header, &files, progress)?,
     };
-    let hot = crate::search::hot::rank(&warm, &queries, dim, |id, out| {
-        graph.with_neighbors(id, |nb| out.extend_from_slice(nb))
-    });
-    drop(queries);
-    drop(codes_ram);
-    // Written in place: the temporary directory is private, and a
-    // temporary name here would be a file a later cleanup does not know.
-    let hot_path = gen_dir.join(super::HOT_FILE);
-    write_synced(&hot_path, &crate::format::hot::encode_hot(&hot, ident))?;
-    progress.phase_done();
-    phases.push(("hot list".to_string(), t.elapsed().as_secs_f64()));
+    phases.extend(g.phases);
+    let (medoid, unreachable) = (g.medoid, g.unreachable);
+    let (degree_min, degree_mean, degree_max) = g.degrees;
     let t = Instant::now();
-    let medoid = graph.medoid();
-    let unreachable = graph.unreachable_from_medoid();
-    drop(graph);
-    drop(data);
 
     // Manifest (sizes and whole-file checksums), fsync, then publish.
     let mut files = Vec::new();
@@ -542,12 +547,213 @@ fn build_typed<T: DistanceElement>(
         stale_left: Vec::new(),
         replaced_leftover: published.leftover.map(|p| p.display().to_string()),
         publish_warning: published.warning,
+        partition: g.partition,
+    })
+}
+
+/// Where a build writes its generation, and the PQ state the hot list needs.
+struct GenFiles<'a> {
+    dir: &'a Path,
+    codes: &'a Path,
+    codebook: &'a Codebook,
+    space: PqSpace,
+}
+
+/// What the graph phases leave (besides the graph and hot files).
+struct GraphOut {
+    medoid: u32,
+    degrees: (usize, f64, usize),
+    unreachable: u64,
+    phases: Vec<(String, f64)>,
+    partition: Option<PartitionSummary>,
+}
+
+/// Appends node `id`'s vector (prepared, as f32) to `out`.
+type RowFn<'a> = dyn FnMut(u32, &mut Vec<f32>) -> Result<(), IndexError> + 'a;
+
+/// Writes the hot list: which nodes a sample of the data, searched as
+/// queries with the disk search's own beam, expands most (it fills the
+/// entry cache). `row(id, out)` gives a node's vector as f32 (prepared);
+/// `neighbors(id, out)` its list.
+fn write_hot(
+    files: &GenFiles<'_>,
+    header: &GraphHeader,
+    dim: usize,
+    row: &mut RowFn<'_>,
+    neighbors: impl Fn(u32, &mut Vec<u32>) + Sync,
+    progress: &dyn Progress,
+) -> Result<f64, IndexError> {
+    let t = Instant::now();
+    progress.phase("hot list", 1);
+    let n = header.count;
+    let (codes_ram, _) = crate::format::codes::read_codes(files.codes)?;
+    let sample = crate::search::hot::sample_ids(n, header.seed);
+    let warm = crate::search::hot::WarmUp {
+        codebook: files.codebook,
+        codes: codes_ram.bytes(),
+        chunks: header.pq_chunks as usize,
+        space: files.space,
+        medoid: header.medoid,
+        n,
+    };
+    // The sample's vectors a block at a time.
+    let fill = |start: usize, count: usize, out: &mut Vec<f32>| {
+        out.clear();
+        sample[start..start + count].iter().try_for_each(|&id| row(id, out))
+    };
+    let hot = crate::search::hot::rank_blocks(
+        &warm,
+        sample.len(),
+        dim,
+        fill,
+        crate::search::hot::HOT_SAMPLE_LIST_SIZE,
+        crate::search::hot::HOT_SAMPLE_BEAM_WIDTH,
+        neighbors,
+    )?;
+    drop(codes_ram);
+    // Written in place: the temporary directory is private, and a
+    // temporary name here would be a file a later cleanup does not know.
+    let hot_path = files.dir.join(super::HOT_FILE);
+    write_synced(&hot_path, &crate::format::hot::encode_hot(&hot, header.ident))?;
+    progress.phase_done();
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// The graph built in memory at once: every vector loaded, Vamana, the
+/// graph file written in one pass, the hot list.
+fn in_memory_graph<T: DistanceElement>(
+    file: &VectorFile,
+    opts: &BuildOptions,
+    mut header: GraphHeader,
+    files: &GenFiles<'_>,
+    progress: &dyn Progress,
+) -> Result<GraphOut, IndexError> {
+    let n = header.count;
+    let dim = file.dim();
+    let mut phases = Vec::new();
+    let t = Instant::now();
+    let data = load::<T>(file, opts.metric, progress)?;
+    phases.push(("load".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    let norm = (opts.metric == Metric::InnerProduct).then_some(header.ip_norm_max);
+    let graph = vamana::build_with_norm(
+        &data,
+        dim,
+        opts.metric,
+        norm,
+        &opts.graph,
+        &GraphProgress(progress, n),
+    )
+    .map_err(IndexError::Input)?;
+    progress.phase_done();
+    phases.push(("graph".to_string(), t.elapsed().as_secs_f64()));
+
+    let t = Instant::now();
+    progress.phase("write", n);
+    header.medoid = graph.medoid();
+    let graph_path = files.dir.join(GRAPH_FILE);
+    let mut w = GraphWriter::create(&graph_path, &header)?;
+    for id in 0..n as u32 {
+        graph.with_neighbors(id, |nb| w.append(graph.vector(id), nb))?;
+        if id % 65_536 == 0 {
+            progress.advance(id as u64);
+        }
+    }
+    w.finish()?;
+    progress.phase_done();
+    phases.push(("write".to_string(), t.elapsed().as_secs_f64()));
+
+    let mut row = |id: u32, out: &mut Vec<f32>| {
+        out.extend(graph.vector(id).iter().map(|x| x.to_f32()));
+        Ok(())
+    };
+    let neighbors =
+        |id: u32, out: &mut Vec<u32>| graph.with_neighbors(id, |nb| out.extend_from_slice(nb));
+    let hot_s = write_hot(files, &header, dim, &mut row, neighbors, progress)?;
+    phases.push(("hot list".to_string(), hot_s));
+    Ok(GraphOut {
+        medoid: graph.medoid(),
+        degrees: graph.degree_stats(),
+        unreachable: graph.unreachable_from_medoid(),
+        phases,
+        partition: None,
+    })
+}
+
+/// The partitioned build's graph (see [`partition`]): shards, merge and
+/// connect in scratch files, then the graph file streamed from the input
+/// and the merged lists, and the hot list. The scratch files are removed.
+fn partitioned_graph<T: DistanceElement>(
+    input: &partition::Input<'_>,
+    mut header: GraphHeader,
+    tmp: &Path,
+    files: &GenFiles<'_>,
+    progress: &dyn Progress,
+) -> Result<GraphOut, IndexError> {
+    let n = header.count;
+    let dim = input.file.dim();
+    let built = partition::build_graph::<T>(input, tmp, progress)?;
+    let mut phases = built.phases;
+    let adj = &built.adjacency;
+
+    let t = Instant::now();
+    progress.phase("write", n);
+    header.medoid = built.medoid;
+    let graph_path = files.dir.join(GRAPH_FILE);
+    let mut w = GraphWriter::create(&graph_path, &header)?;
+    let (mut rows, mut list): (Vec<T>, Vec<u32>) = (Vec::new(), Vec::new());
+    let (mut dmin, mut dsum, mut dmax) = (usize::MAX, 0u64, 0usize);
+    let mut start = 0u64;
+    let batch = batch_rows((dim * T::TYPE.size_bytes()) as u64);
+    while start < n {
+        let m = (n - start).min(batch as u64) as usize;
+        read_checked(input.file, start, m, input.opts.metric, &mut rows)?;
+        for (i, row) in rows.chunks_exact(dim).enumerate() {
+            list.clear();
+            adj.read((start + i as u64) as u32, &mut list)?;
+            (dmin, dmax, dsum) =
+                (dmin.min(list.len()), dmax.max(list.len()), dsum + list.len() as u64);
+            w.append(row, &list)?;
+        }
+        start += m as u64;
+        progress.advance(start);
+    }
+    w.finish()?;
+    progress.phase_done();
+    phases.push(("write".to_string(), t.elapsed().as_secs_f64()));
+
+    // The phases before leave freed blocks in the heap; the plan counts
+    // each phase's memory alone.
+    super::release_free_memory();
+    let mut one: Vec<T> = Vec::new();
+    let mut row = |id: u32, out: &mut Vec<f32>| {
+        read_checked(input.file, u64::from(id), 1, input.opts.metric, &mut one)?;
+        out.extend(one.iter().map(|x| x.to_f32()));
+        Ok(())
+    };
+    let neighbors = |id: u32, out: &mut Vec<u32>| {
+        // A read error here would have failed the write pass just before.
+        adj.read(id, out).expect("the adjacency scratch file reads back");
+    };
+    let hot_s = write_hot(files, &header, dim, &mut row, neighbors, progress)?;
+    phases.push(("hot list".to_string(), hot_s));
+    let scratch = tmp.join(partition::SCRATCH_DIR);
+    drop(built.adjacency);
+    fs::remove_dir_all(&scratch).map_err(|e| IndexError::io(&scratch, "remove", e))?;
+    Ok(GraphOut {
+        medoid: built.medoid,
+        degrees: (dmin, dsum as f64 / n as f64, dmax),
+        // The connect phase fails the build unless every node is reached.
+        unreachable: 0,
+        phases,
+        partition: Some(built.summary),
     })
 }
 
 /// Reads rows `start..start+m` into `out`, rejecting non-finite values
 /// (naming row and column); normalised for cosine.
-fn read_checked<T: Element>(
+pub(crate) fn read_checked<T: Element>(
     file: &VectorFile,
     start: u64,
     m: usize,
@@ -575,7 +781,7 @@ fn load<T: Element>(
     let mut buf = Vec::new();
     let mut start = 0;
     while start < n {
-        let m = (n - start).min(ENCODE_BATCH_ROWS as u64) as usize;
+        let m = (n - start).min(batch_rows((dim * T::TYPE.size_bytes()) as u64) as u64) as usize;
         read_checked(file, start, m, metric, &mut buf)?;
         data.extend_from_slice(&buf);
         start += m as u64;
@@ -600,11 +806,12 @@ fn normalize_all<T: Element>(data: &mut [T], dim: usize) {
 /// inner-product PQ space.
 fn norm_sq_max<T: Element>(file: &VectorFile) -> Result<f32, IndexError> {
     let dim = file.dim();
+    let row_bytes = (dim * T::TYPE.size_bytes()) as u64;
     let mut rows: Vec<T> = Vec::new();
     let mut best = 0.0f32;
     let mut start = 0u64;
     while start < file.len() {
-        let m = (file.len() - start).min(ENCODE_BATCH_ROWS as u64) as usize;
+        let m = (file.len() - start).min(batch_rows(row_bytes) as u64) as usize;
         read_checked(file, start, m, Metric::InnerProduct, &mut rows)?;
         let b = rows
             .par_chunks(dim)

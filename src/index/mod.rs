@@ -27,6 +27,7 @@
 //! index, and a replaced index is never missing from its path.
 
 pub mod build;
+pub mod partition;
 pub mod pqspace;
 pub mod publish;
 pub mod verify;
@@ -558,6 +559,21 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Hands the heap's free pages back to the kernel. glibc keeps freed small
+/// blocks (a Vamana build's adjacency lists are millions of them) in its
+/// arenas, where the large buffers of the next phase, which it maps afresh,
+/// cannot reuse them: without this a partitioned build's resident memory
+/// after a shard is the shard's peak plus the next phase's.
+#[allow(unsafe_code, reason = "a libc call that takes no pointers")]
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes a byte count and works only on the
+    // allocator's own free lists; it is thread-safe (it takes each arena's lock).
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Available memory in bytes (MemAvailable), when known.

@@ -291,6 +291,7 @@ pub(crate) fn remove_partial(dir: &Path) -> Result<(), String> {
         return Err(format!("{} is not a directory", dir.display()));
     }
     let mut gen_dirs = Vec::new();
+    let mut scratch = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| e.to_string())? {
         let entry = entry.map_err(|e| e.to_string())?;
         let name = entry.file_name();
@@ -298,6 +299,21 @@ pub(crate) fn remove_partial(dir: &Path) -> Result<(), String> {
         let ft = entry.file_type().map_err(|e| e.to_string())?;
         let is_gen = name.strip_prefix("gen-").is_some_and(|g| g.parse::<u64>().is_ok());
         if ft.is_file() && name == MANIFEST_FILE {
+            continue;
+        }
+        if ft.is_dir() && name == super::partition::SCRATCH_DIR {
+            // A killed partitioned build's scratch files.
+            let mut files = Vec::new();
+            for inner in fs::read_dir(entry.path()).map_err(|e| e.to_string())? {
+                let inner = inner.map_err(|e| e.to_string())?;
+                let ok = inner.file_type().is_ok_and(|t| t.is_file())
+                    && inner.file_name().to_str().is_some_and(super::partition::is_scratch_file);
+                if !ok {
+                    return Err(format!("holds {}, not a scratch file", inner.path().display()));
+                }
+                files.push(inner.path());
+            }
+            scratch.push((entry.path(), files));
             continue;
         }
         if ft.is_dir() && is_gen {
@@ -314,6 +330,12 @@ pub(crate) fn remove_partial(dir: &Path) -> Result<(), String> {
             continue;
         }
         return Err(format!("holds {}, not part of an index", entry.path().display()));
+    }
+    for (d, files) in &scratch {
+        for f in files {
+            remove_if_present(f).map_err(|e| e.to_string())?;
+        }
+        fs::remove_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
     for g in &gen_dirs {
         for f in LAYOUT_FILES {
@@ -385,6 +407,10 @@ pub fn publish_with(
     if let Err(e) = sync_dir(&parent) {
         published.warning = Some(format!("{}: fsync after the rename: {e}", parent.display()));
     }
+    // A rename into an absent path leaves nothing behind.
+    if matches!(now, Target::Absent) {
+        return Ok(published);
+    }
     // If `out` was swapped for a symlink after the check, the exchange moved
     // the symlink here: remove nothing through it.
     if !fs::symlink_metadata(tmp).is_ok_and(|m| m.is_dir()) {
@@ -392,7 +418,7 @@ pub fn publish_with(
         return Ok(published);
     }
     match now {
-        Target::Absent => {}
+        Target::Absent => unreachable!("returned above"),
         Target::EmptyDir => {
             if fs::remove_dir(tmp).is_err() {
                 published.leftover = Some(tmp.to_path_buf());

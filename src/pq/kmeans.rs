@@ -300,8 +300,19 @@ impl CenterTable {
     /// ties go to the lower centre index. `scratch` must hold k values.
     #[inline]
     pub fn nearest(&self, x: &[f32], scratch: &mut [f32]) -> (u32, f32) {
-        assert_eq!(x.len(), self.width, "point width differs from the centres'");
         let acc = &mut scratch[..self.k];
+        self.partial_distances(x, acc);
+        let (best, partial) = argmin(acc);
+        let x_norm: f32 = x.iter().map(|v| v * v).sum();
+        (best, (partial + x_norm).max(0.0))
+    }
+
+    /// `out[c] = ||x - c||^2 - ||x||^2` for every centre c (`out` holds k
+    /// values): what orders the centres by distance to `x`.
+    #[inline]
+    pub fn partial_distances(&self, x: &[f32], out: &mut [f32]) {
+        assert_eq!(x.len(), self.width, "point width differs from the centres'");
+        let acc = &mut out[..self.k];
         acc.copy_from_slice(&self.norms);
         // ||x - c||^2 = ||x||^2 + (||c||^2 - 2 x.c); only the bracket varies
         // with c. The data is centred before PQ training, so the cancellation
@@ -311,9 +322,6 @@ impl CenterTable {
                 *a += xj * c;
             }
         }
-        let (best, partial) = argmin(acc);
-        let x_norm: f32 = x.iter().map(|v| v * v).sum();
-        (best, (partial + x_norm).max(0.0))
     }
 }
 

@@ -94,9 +94,80 @@ pub fn rank_with<F>(
 where
     F: Fn(u32, &mut Vec<u32>) + Sync,
 {
+    let fill = |start: usize, count: usize, out: &mut Vec<f32>| -> Result<(), ()> {
+        out.clear();
+        out.extend_from_slice(&queries[start * dim..(start + count) * dim]);
+        Ok(())
+    };
+    let count = queries.len() / dim;
+    match rank_blocks(w, count, dim, fill, list_size, beam_width, neighbors) {
+        Ok(ranked) => ranked,
+        Err(()) => unreachable!("a slice of queries always fills"),
+    }
+}
+
+/// [`rank_with`] over `count` queries that `fill(start, n, out)` provides
+/// a block at a time (so that the warm-up holds one block of queries, not
+/// all of them), stopping at the first error of `fill`.
+pub fn rank_blocks<F, Q, E>(
+    w: &WarmUp<'_>,
+    count: usize,
+    dim: usize,
+    mut fill: Q,
+    list_size: usize,
+    beam_width: usize,
+    neighbors: F,
+) -> Result<Vec<u32>, E>
+where
+    F: Fn(u32, &mut Vec<u32>) + Sync,
+    Q: FnMut(usize, usize, &mut Vec<f32>) -> Result<(), E>,
+{
     let row = |id: u32| &w.codes[id as usize * w.chunks..(id as usize + 1) * w.chunks];
-    let counts = queries
+    // Blocks of queries, each split into one run per thread: rayon's fold
+    // would otherwise keep a count map per split until the reduce (tens of
+    // maps of up to every expanded node: 30 MB on 100K x 64).
+    let mut counts = FxHashMap::<u32, u32>::default();
+    let threads = rayon::current_num_threads();
+    let mut block = Vec::new();
+    let mut start = 0;
+    while start < count {
+        let m = (count - start).min(HOT_BLOCK_QUERIES);
+        fill(start, m, &mut block)?;
+        let per_thread = m.div_ceil(threads).max(1);
+        let part = count_block(w, &block, dim, per_thread, list_size, beam_width, &row, &neighbors);
+        for (id, c) in part {
+            *counts.entry(id).or_insert(0) += c;
+        }
+        start += m;
+    }
+    let mut ranked: Vec<(u32, u32)> = counts.into_iter().collect();
+    ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(HOT_NODES_MAX);
+    Ok(ranked.into_iter().map(|(id, _)| id).collect())
+}
+
+/// Queries a warm-up block holds.
+const HOT_BLOCK_QUERIES: usize = 8192;
+
+/// Expansion counts of one block of warm-up queries.
+#[allow(clippy::too_many_arguments, reason = "the warm-up's state, passed through")]
+fn count_block<'a, F, R>(
+    w: &WarmUp<'_>,
+    queries: &[f32],
+    dim: usize,
+    per_thread: usize,
+    list_size: usize,
+    beam_width: usize,
+    row: &R,
+    neighbors: &F,
+) -> FxHashMap<u32, u32>
+where
+    F: Fn(u32, &mut Vec<u32>) + Sync,
+    R: Fn(u32) -> &'a [u8] + Sync,
+{
+    queries
         .par_chunks(dim)
+        .with_min_len(per_thread)
         .fold(
             || {
                 let table = w.codebook.lookup_table(&vec![0.0; w.codebook.dim()], TABLE_METRIC);
@@ -131,9 +202,5 @@ where
                 *a.entry(id).or_insert(0) += c;
             }
             a
-        });
-    let mut ranked: Vec<(u32, u32)> = counts.into_iter().collect();
-    ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    ranked.truncate(HOT_NODES_MAX);
-    ranked.into_iter().map(|(id, _)| id).collect()
+        })
 }

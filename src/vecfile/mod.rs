@@ -25,7 +25,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
+use std::os::unix::fs::FileExt;
 
 use crate::distance::DIM_MAX;
 use crate::element::{Element, ElementType};
@@ -145,10 +145,12 @@ pub fn kind_from_extension(path: &Path) -> Result<(Layout, ElementType), VecFile
     }
 }
 
-/// A memory-mapped vector file, validated on open.
+/// A vector file, validated on open, read with positioned reads (never
+/// mapped: the pages of a mapped input would count in the resident memory a
+/// build's budget bounds, all of the input's by the end of a streamed pass).
 pub struct VectorFile {
     path: PathBuf,
-    map: Option<Mmap>,
+    file: File,
     layout: Layout,
     element: ElementType,
     n: u64,
@@ -164,12 +166,11 @@ impl VectorFile {
         check_regular(path)?;
         let file = File::open(path).map_err(|e| VecFileError::io(path, "open", e))?;
         let len = file.metadata().map_err(|e| VecFileError::io(path, "stat", e))?.len();
-        let map = if len == 0 {
-            None
-        } else {
-            Some(map_file(&file).map_err(|e| VecFileError::io(path, "mmap", e))?)
-        };
-        let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
+        let mut head = [0u8; 8];
+        let head_len = len.min(8) as usize;
+        file.read_exact_at(&mut head[..head_len], 0)
+            .map_err(|e| VecFileError::io(path, "read", e))?;
+        let bytes: &[u8] = &head[..head_len];
         let es = element.size_bytes() as u64;
         let (n, dim) = match layout {
             Layout::Bin => {
@@ -229,7 +230,7 @@ impl VectorFile {
                 format!("{n} rows exceed the limit of {ROWS_MAX} (ROWS_MAX)"),
             ));
         }
-        Ok(VectorFile { path: path.to_path_buf(), map, layout, element, n, dim })
+        Ok(VectorFile { path: path.to_path_buf(), file, layout, element, n, dim })
     }
 
     pub fn path(&self) -> &Path {
@@ -251,8 +252,9 @@ impl VectorFile {
         self.layout
     }
 
-    fn bytes(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+    /// Reads `buf.len()` bytes at `offset` (within the length checked on open).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), VecFileError> {
+        self.file.read_exact_at(buf, offset).map_err(|e| VecFileError::io(&self.path, "read", e))
     }
 
     fn check_range(&self, start: u64, count: usize) -> Result<(), VecFileError> {
@@ -290,15 +292,17 @@ impl VectorFile {
         let row_bytes = self.dim * es;
         match self.layout {
             Layout::Bin => {
-                let from = 8 + start as usize * row_bytes;
-                T::copy_from_bytes(&self.bytes()[from..from + count * row_bytes], out);
+                let mut raw = vec![0u8; count * row_bytes];
+                self.read_at(8 + start * row_bytes as u64, &mut raw)?;
+                T::copy_from_bytes(&raw, out);
             }
             Layout::Vecs => {
                 let stride = 4 + row_bytes;
+                let mut raw = vec![0u8; count * stride];
+                self.read_at(start * stride as u64, &mut raw)?;
                 for r in 0..count {
-                    let at = (start as usize + r) * stride;
-                    let prefix =
-                        i32::from_le_bytes(self.bytes()[at..at + 4].try_into().expect("4 bytes"));
+                    let at = r * stride;
+                    let prefix = i32::from_le_bytes(raw[at..at + 4].try_into().expect("4 bytes"));
                     if prefix as i64 != self.dim as i64 {
                         return Err(VecFileError::malformed(
                             &self.path,
@@ -310,7 +314,7 @@ impl VectorFile {
                         ));
                     }
                     T::copy_from_bytes(
-                        &self.bytes()[at + 4..at + stride],
+                        &raw[at + 4..at + stride],
                         &mut out[r * self.dim..(r + 1) * self.dim],
                     );
                 }
@@ -380,17 +384,6 @@ fn check_dim(path: &Path, dim: u64) -> Result<(), VecFileError> {
         ));
     }
     Ok(())
-}
-
-#[allow(unsafe_code, reason = "memory-mapping a file is unsafe in memmap2")]
-fn map_file(file: &File) -> io::Result<Mmap> {
-    // SAFETY: the mapping is read-only; its contents may change only if another
-    // process writes the file, which basalt documents as unsupported for input
-    // files. All reads are bounds-checked against the length validated on open.
-    let map = unsafe { Mmap::map(file)? };
-    // Rows are read front to back in blocks; tell the kernel to read ahead.
-    let _ = map.advise(memmap2::Advice::Sequential);
-    Ok(map)
 }
 
 #[cfg(test)]

@@ -194,6 +194,17 @@ fn stale_temporary_directories_are_cleaned_or_named() {
     let dead = dir.path().join(".idx.building-9999998");
     fs::create_dir_all(dead.join("gen-0")).unwrap();
     fs::write(dead.join("gen-0/pq"), b"partial").unwrap();
+    // A killed partitioned build's scratch files go with it.
+    let scratch = dead.join(crate::index::partition::SCRATCH_DIR);
+    fs::create_dir_all(&scratch).unwrap();
+    for f in ["shard-0.vectors", "shard-0.members", "shard-1.lists", "adjacency"] {
+        fs::write(scratch.join(f), b"partial").unwrap();
+    }
+    // ... but a foreign file in a scratch directory is named, not removed.
+    let odd_scratch = dir.path().join(".idx.building-9999997");
+    fs::create_dir_all(odd_scratch.join(crate::index::partition::SCRATCH_DIR)).unwrap();
+    fs::write(odd_scratch.join(crate::index::partition::SCRATCH_DIR).join("notes.txt"), b"x")
+        .unwrap();
     let odd = dir.path().join(".idx.building-9999999");
     fs::create_dir_all(&odd).unwrap();
     fs::write(odd.join("precious"), b"x").unwrap();
@@ -201,8 +212,9 @@ fn stale_temporary_directories_are_cleaned_or_named() {
     fs::create_dir_all(&mine).unwrap();
     let stale = clean_stale(&out).unwrap();
     assert_eq!(stale.removed, vec![dead.clone()]);
-    assert_eq!(stale.left.len(), 1);
-    assert!(stale.left[0].1.contains("precious"), "{:?}", stale.left);
+    assert_eq!(stale.left.len(), 2, "{:?}", stale.left);
+    assert!(stale.left.iter().any(|(_, why)| why.contains("precious")), "{:?}", stale.left);
+    assert!(stale.left.iter().any(|(_, why)| why.contains("notes.txt")), "{:?}", stale.left);
     assert!(!dead.exists() && odd.join("precious").exists() && mine.exists());
 }
 
