@@ -3,7 +3,8 @@
 //! node 900,000,000's record is read through both readers (io_uring and
 //! pread) at its 64-bit offset and verified; the id map takes slots near
 //! 2^32 and ids at u64::MAX (and a payload index over them), and the live
-//! collection's WAL logs and replays ids at u64::MAX.
+//! collection's WAL logs and replays ids at u64::MAX. A graph writer
+//! refuses a count past `NODES_MAX`.
 //!
 //! What this does not cover: opening a whole 1e9 index (`Index::open`)
 //! needs its PQ codes in RAM (1e9 x 32 bytes), which this box does not have;
@@ -22,7 +23,7 @@ use basalt::collection::{Collection, CollectionOptions, PointIn};
 use basalt::distance::Metric;
 use basalt::element::ElementType;
 use basalt::format::FileIdent;
-use basalt::format::graph::{GraphHeader, read_graph_header};
+use basalt::format::graph::{GraphHeader, GraphWriter, read_graph_header};
 use basalt::io::{ReadRequest, ReaderKind, make_reader, open_direct};
 
 const N: u64 = 1_000_000_000;
@@ -85,6 +86,10 @@ fn a_billion_node_graph_reads_node_900m_at_its_64_bit_offset() {
 
     let opened = read_graph_header(&path).expect("a 1e9-node header opens");
     assert_eq!(opened, header);
+    // Past NODES_MAX (ids are u32, u32::MAX kept free) a writer refuses.
+    let over = GraphHeader { count: basalt::format::NODES_MAX + 1, ..header.clone() };
+    let e = GraphWriter::create(&dir.path().join("over"), &over).err().expect("refused");
+    assert!(e.to_string().contains("NODES_MAX"), "{e}");
     for kind in [ReaderKind::Uring, ReaderKind::Pread] {
         let (file, _direct) = open_direct(&path).expect("open");
         let mut reader = make_reader(kind, Arc::new(file), path.clone(), 4, 1).expect("reader");

@@ -509,11 +509,15 @@ impl Collection {
             let s = match free_iter.next() {
                 Some(s) => s,
                 None => {
-                    let s = u32::try_from(next_new).map_err(|_| {
-                        CollectionError::Invalid("a generation holds at most 2^32 - 1 slots".into())
-                    })?;
+                    // Slot u32::MAX is never handed out (NODES_MAX).
+                    if next_new >= crate::format::NODES_MAX {
+                        return Err(CollectionError::Invalid(format!(
+                            "a generation holds at most {} slots (NODES_MAX)",
+                            crate::format::NODES_MAX
+                        )));
+                    }
                     next_new += 1;
-                    s
+                    (next_new - 1) as u32
                 }
             };
             slot_of.insert(i, s);

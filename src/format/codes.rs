@@ -36,7 +36,7 @@ pub const CODES_HEADER_BYTES: usize = 40;
 /// Largest M: a chunk holds at least one dimension.
 pub const CODES_CHUNKS_MAX: usize = DIM_MAX;
 /// Largest N: node ids are `u32`.
-pub const CODES_NODES_MAX: u64 = u32::MAX as u64;
+pub const CODES_NODES_MAX: u64 = super::NODES_MAX;
 
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
 

@@ -261,7 +261,7 @@ impl GraphHeader {
         if h.degree_max == 0 || h.degree_max as usize > crate::vamana::DEGREE_MAX {
             return bad(20, format!("degree bound {} out of range", h.degree_max));
         }
-        if h.count == 0 || h.count > u32::MAX as u64 {
+        if h.count == 0 || h.count > super::NODES_MAX {
             return bad(24, format!("node count {} out of range", h.count));
         }
         if h.medoid as u64 >= h.count {
@@ -425,6 +425,12 @@ pub struct GraphWriter {
 
 impl GraphWriter {
     pub fn create(path: &Path, header: &GraphHeader) -> Result<GraphWriter, FormatError> {
+        if header.count == 0 || header.count > super::NODES_MAX {
+            return Err(FormatError::invalid(
+                path,
+                format!("node count {} outside 1..={} (NODES_MAX)", header.count, super::NODES_MAX),
+            ));
+        }
         let file = File::create(path).map_err(|e| FormatError::io(path, "create", e))?;
         let mut w = GraphWriter {
             path: path.to_path_buf(),
@@ -469,7 +475,7 @@ impl GraphWriter {
             }
             self.sector[self.used..self.used + rb].copy_from_slice(&rec);
             self.used += rb;
-            if (id + 1).is_multiple_of(self.layout.records_per_sector) {
+            if (self.next_id + 1).is_multiple_of(u64::from(self.layout.records_per_sector)) {
                 self.flush_sector()?;
             }
         } else {

@@ -43,6 +43,11 @@ pub enum FormatError {
     Foreign { path: PathBuf, found: FileIdent, expected: FileIdent },
 }
 
+/// Most nodes an index or a generation holds: node ids are u32 and
+/// `u32::MAX` is kept free (the padding id of result lists), so ids run
+/// `0..=u32::MAX - 1`. Build, merge, writers and decoders all check it.
+pub const NODES_MAX: u64 = u32::MAX as u64;
+
 /// Which build and generation a file belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FileIdent {

@@ -296,7 +296,7 @@ fn check_input(
     if file.is_empty() {
         return Err(IndexError::Input(format!("{path}: holds no vectors")));
     }
-    if file.len() >= u32::MAX as u64 {
+    if file.len() > crate::format::NODES_MAX {
         return Err(IndexError::Input(format!(
             "{path}: {} vectors exceed the node id space",
             file.len()

@@ -135,16 +135,17 @@ impl SearchParams {
 /// What one query cost.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct QueryStats {
-    /// 4 KiB sectors read from the SSD.
-    pub sector_reads: u32,
+    /// 4 KiB sectors read from the SSD. (Counters are u64: an exact
+    /// filtered search reads every match, past 2^32 sectors at 1e9 points.)
+    pub sector_reads: u64,
     /// Rounds of the beam search (hops).
-    pub rounds: u32,
+    pub rounds: u64,
     /// Records served from the entry cache.
-    pub cache_hits: u32,
+    pub cache_hits: u64,
     /// Full-precision distance evaluations (the rerank).
-    pub exact_distances: u32,
+    pub exact_distances: u64,
     /// PQ distance evaluations.
-    pub pq_distances: u32,
+    pub pq_distances: u64,
     /// Time waiting on reads.
     pub io_us: u64,
     /// Everything else: PQ table, distances, pool upkeep.
@@ -419,7 +420,7 @@ impl Index {
             self.codebook.fill_lookup_table(&s.pq_query, pqspace::TABLE_METRIC, &mut s.table);
             let mut scored: Vec<(f32, u32)> =
                 slots.iter().map(|&id| (s.table.distance(self.codes.row(id)), id)).collect();
-            stats.pq_distances += scored.len() as u32;
+            stats.pq_distances += scored.len() as u64;
             if rerank > 0 {
                 scored.select_nth_unstable_by(rerank - 1, |a, b| a.0.total_cmp(&b.0));
             }
@@ -447,7 +448,8 @@ impl Index {
                 let t = Instant::now();
                 s.reader.read(&s.requests)?;
                 io_ns += t.elapsed().as_nanos();
-                stats.sector_reads += s.requests.len() as u32 * self.layout.sectors_per_record;
+                stats.sector_reads +=
+                    s.requests.len() as u64 * u64::from(self.layout.sectors_per_record);
             }
             let mut slot = 0;
             for &id in chunk {
@@ -550,7 +552,8 @@ impl Index {
                 let t = Instant::now();
                 s.reader.read(&s.requests)?;
                 io_ns += t.elapsed().as_nanos();
-                stats.sector_reads += s.requests.len() as u32 * self.layout.sectors_per_record;
+                stats.sector_reads +=
+                    s.requests.len() as u64 * u64::from(self.layout.sectors_per_record);
             }
             let mut slot = 0;
             for bi in 0..s.batch.len() {

@@ -1406,8 +1406,8 @@ fn run_query(c: &Collection, name: &str, p: Planned) -> ApiResult<Value> {
         metrics::histogram!(m::FILTER_PAYLOAD_CHECKS, &labels).record(fs.payload_checks as f64);
     }
     metrics::histogram!(m::SEARCH_DURATION, &labels).record(secs);
-    metrics::histogram!(m::SEARCH_READS, &labels).record(f64::from(stats.sector_reads));
-    metrics::histogram!(m::SEARCH_ROUNDS, &labels).record(f64::from(stats.rounds));
+    metrics::histogram!(m::SEARCH_READS, &labels).record(stats.sector_reads as f64);
+    metrics::histogram!(m::SEARCH_ROUNDS, &labels).record(stats.rounds as f64);
     metrics::counter!(m::SEARCHES, &labels).increment(1);
     let metric = c.config().metric;
     let mut out = Vec::with_capacity(p.limit);

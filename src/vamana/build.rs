@@ -111,7 +111,7 @@ pub fn build_with_norm<'a, T: DistanceElement>(
         return Err(format!("no points to build from (len {} dim {dim})", data.len()));
     }
     let n = data.len() / dim;
-    if n as u64 > u32::MAX as u64 - 1 {
+    if n as u64 > crate::format::NODES_MAX {
         return Err(format!("{n} points exceed the u32 node id space"));
     }
     let aug = if metric == Metric::InnerProduct {

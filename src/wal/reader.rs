@@ -104,15 +104,21 @@ impl WalReader {
         self.next_lsn
     }
 
-    /// Records from the cursor up to `durable` (inclusive), about
-    /// `max_bytes` of bodies at most (at least one record when one is
-    /// there). Empty: nothing new yet.
+    /// Records from the cursor up to `durable` (inclusive), at most
+    /// `max_bytes` of bodies unless the first record alone is larger (one
+    /// record is always returned when one is there, so a frame holds at
+    /// most `max(max_bytes, RECORD_BODY_MAX)` of bodies). Empty: nothing
+    /// new yet.
     pub fn read(&mut self, durable: Lsn, max_bytes: usize) -> Result<Vec<Record>, WalError> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         while self.next_lsn <= durable && (out.is_empty() || bytes < max_bytes) {
             match decode_record_at(&self.pending, 0, self.next_lsn) {
                 Ok((rec, end)) => {
+                    if !out.is_empty() && bytes + rec.body.len() > max_bytes {
+                        // Left for the next read (nothing consumed).
+                        break;
+                    }
                     self.pending.drain(..end);
                     self.offset += end as u64;
                     self.next_lsn += 1;

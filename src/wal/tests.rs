@@ -341,6 +341,16 @@ fn reader_follows_a_growing_log_and_a_copy_matches() {
         }
         let want: Vec<u64> = (from..=35).collect();
         assert_eq!(got.iter().map(|r| r.lsn).collect::<Vec<_>>(), want, "from {from}");
+        // No read passed 100 body bytes but by a single record.
+        let mut r = WalReader::open(&src, from).expect("reader").expect("holds the lsn");
+        loop {
+            let part = r.read(35, 100).expect("read");
+            if part.is_empty() {
+                break;
+            }
+            let bytes: usize = part.iter().map(|r| r.body.len()).sum();
+            assert!(part.len() == 1 || bytes <= 100, "{} records, {bytes} bytes", part.len());
+        }
         for rec in &got {
             assert_eq!((rec.kind, &rec.body), (kind(rec.lsn), &body(rec.lsn)));
         }
