@@ -124,7 +124,7 @@ fn main() -> Result<()> {
                 .iter()
                 .filter(|h| matches!(h.id, ExternalId::Num(n) if want.contains(&n)))
                 .count();
-            reads += u64::from(st.sector_reads);
+            reads += st.sector_reads;
         }
         // A fresh build of the same points.
         let fresh = work.join("fresh");
@@ -139,7 +139,7 @@ fn main() -> Result<()> {
             let res = idx.search(&mut s, &qs[q * dim..(q + 1) * dim], &params)?;
             let want = truth(q);
             fhit += res.ids.iter().filter(|&&i| want.contains(&(live[i as usize] as u64))).count();
-            freads += u64::from(res.stats.sector_reads);
+            freads += res.stats.sector_reads;
         }
         let st = c.stats();
         println!(

@@ -180,7 +180,7 @@ fn main() -> Result<()> {
                 for qi in 0..nq {
                     let q = &qs[qi * dim..(qi + 1) * dim];
                     let (hits, st, fs) = c.search_filtered(q, &params, false, Some(&f), mode)?;
-                    reads += u64::from(st.sector_reads);
+                    reads += st.sector_reads;
                     *plans.entry(fs.plan).or_default() += 1;
                     checks += fs.payload_checks;
                     fewest = fewest.min(hits.len());

@@ -181,11 +181,11 @@ fn measure<T: DistanceElement>(case: &Case, dir: &Path) -> BTreeMap<String, Coun
                     .filter(|(id, d)| t.iter().any(|(tid, _)| tid == *id) || **d <= kth)
                     .count()
                     .min(K);
-                c.sector_reads += u64::from(r.stats.sector_reads);
-                c.rounds += u64::from(r.stats.rounds);
-                c.cache_hits += u64::from(r.stats.cache_hits);
-                c.exact_distances += u64::from(r.stats.exact_distances);
-                c.pq_distances += u64::from(r.stats.pq_distances);
+                c.sector_reads += r.stats.sector_reads;
+                c.rounds += r.stats.rounds;
+                c.cache_hits += r.stats.cache_hits;
+                c.exact_distances += r.stats.exact_distances;
+                c.pq_distances += r.stats.pq_distances;
             }
             c.recall_at_10 = (hits as f64 / (QUERIES as usize * K) as f64 * 1e4).round() / 1e4;
             out.insert(format!("{reader} {policy} L={l:02}"), c);

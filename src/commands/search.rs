@@ -183,9 +183,9 @@ fn run_level(
         for (i, found, st, us) in part? {
             ids[i] = found;
             lat.push(us);
-            reads += st.sector_reads as u64;
-            hops += st.rounds as u64;
-            hits += st.cache_hits as u64;
+            reads += st.sector_reads;
+            hops += st.rounds;
+            hits += st.cache_hits;
             io += st.io_us;
             cpu += st.cpu_us;
         }

@@ -96,7 +96,7 @@ fn cache_saves_reads_and_l_trades_recall() {
     assert_eq!(cached.cache_len(), 500);
     let (a, r32) = run_all(&plain, &params);
     let (b, _) = run_all(&cached, &params);
-    let reads = |v: &[SearchResult]| v.iter().map(|r| r.stats.sector_reads as u64).sum::<u64>();
+    let reads = |v: &[SearchResult]| v.iter().map(|r| r.stats.sector_reads).sum::<u64>();
     assert!(reads(&b) < reads(&a), "cache must save reads: {} vs {}", reads(&b), reads(&a));
     assert!(b.iter().all(|r| r.stats.cache_hits > 0));
     for (x, y) in a.iter().zip(&b) {
@@ -356,7 +356,7 @@ fn hot_cache_saves_more_than_bfs_and_byte_budgets_bound_it() {
     assert_eq!((bfs.cache_len(), hot.cache_len()), (1000, 1000));
     let (a, _) = run_all(&bfs, &params);
     let (b, _) = run_all(&hot, &params);
-    let reads = |v: &[SearchResult]| v.iter().map(|r| r.stats.sector_reads as u64).sum::<u64>();
+    let reads = |v: &[SearchResult]| v.iter().map(|r| r.stats.sector_reads).sum::<u64>();
     assert!(reads(&b) < reads(&a), "hot {} vs bfs {}", reads(&b), reads(&a));
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.ids, y.ids);
