@@ -307,6 +307,12 @@ impl Adjacency {
         Ok(Adjacency { file, path: path.to_path_buf(), degree_max, n })
     }
 
+    /// Opens a list file of `n` nodes for reading (a shard's lists).
+    fn open(path: &Path, n: u64, degree_max: usize) -> Result<Adjacency, IndexError> {
+        let file = File::open(path).map_err(|e| IndexError::io(path, "open", e))?;
+        Ok(Adjacency { file, path: path.to_path_buf(), degree_max, n })
+    }
+
     /// Appends node `id`'s list to `out`.
     pub(crate) fn read(&self, id: u32, out: &mut Vec<u32>) -> Result<(), IndexError> {
         let lb = list_bytes(self.degree_max) as usize;
@@ -463,16 +469,9 @@ fn top2(sample: &[f32], table: &CenterTable) -> Vec<[u32; 2]> {
             || vec![0f32; k],
             |d, x| {
                 table.partial_distances(x, d);
-                let (mut a, mut b) = (0usize, usize::MAX);
-                for s in 1..k {
-                    if (d[s], s) < (d[a], a) {
-                        b = a;
-                        a = s;
-                    } else if b == usize::MAX || (d[s], s) < (d[b], b) {
-                        b = s;
-                    }
-                }
-                [a as u32, if b == usize::MAX { a as u32 } else { b as u32 }]
+                let (a, b) = two_nearest(d, |_| true);
+                let a = a.expect("at least one centre");
+                [a as u32, b.unwrap_or(a) as u32]
             },
         )
         .collect()
@@ -638,27 +637,8 @@ fn assign<T: DistanceElement>(
 /// than `cap` points, the second `None` when only one has room; and how many
 /// of them are not among the 2 nearest overall.
 fn nearest_with_room(d: &[f32], sizes: &[u64], cap: u64) -> (usize, Option<usize>, u32) {
-    let better = |a: usize, b: usize| (d[a], a) < (d[b], b);
-    let (mut first, mut second): (Option<usize>, Option<usize>) = (None, None);
-    let (mut top0, mut top1): (Option<usize>, Option<usize>) = (None, None);
-    for (s, &size) in sizes.iter().enumerate().take(d.len()) {
-        // The 2 nearest overall.
-        if top0.is_none_or(|t| better(s, t)) {
-            top1 = top0;
-            top0 = Some(s);
-        } else if top1.is_none_or(|t| better(s, t)) {
-            top1 = Some(s);
-        }
-        if size >= cap {
-            continue;
-        }
-        if first.is_none_or(|f| better(s, f)) {
-            second = first;
-            first = Some(s);
-        } else if second.is_none_or(|t| better(s, t)) {
-            second = Some(s);
-        }
-    }
+    let (top0, top1) = two_nearest(d, |_| true);
+    let (first, second) = two_nearest(d, |s| sizes[s] < cap);
     // The planned capacity holds every copy with room to spare (SHARD_FILL).
     let first = first.expect("a shard with room");
     let far = [Some(first), second]
@@ -667,6 +647,22 @@ fn nearest_with_room(d: &[f32], sizes: &[u64], cap: u64) -> (usize, Option<usize
         .filter(|&s| Some(s) != top0 && Some(s) != top1)
         .count() as u32;
     (first, second, far)
+}
+
+/// The 2 smallest entries of `d` (ties to the lower index) among the
+/// indexes `eligible` accepts.
+fn two_nearest(d: &[f32], eligible: impl Fn(usize) -> bool) -> (Option<usize>, Option<usize>) {
+    let (mut a, mut b): (Option<usize>, Option<usize>) = (None, None);
+    for s in (0..d.len()).filter(|&s| eligible(s)) {
+        let better = |t: usize| (d[s], s) < (d[t], t);
+        if a.is_none_or(better) {
+            b = a;
+            a = Some(s);
+        } else if b.is_none_or(better) {
+            b = Some(s);
+        }
+    }
+    (a, b)
 }
 
 /// Reads a whole scratch file.
@@ -690,14 +686,13 @@ fn read_members(path: &Path, m: u64) -> Result<Vec<Member>, IndexError> {
 }
 
 fn read_vectors<T: DistanceElement>(path: &Path, m: u64, dim: usize) -> Result<Vec<T>, IndexError> {
-    let want = m * (dim * std::mem::size_of::<T>()) as u64;
     let f = File::open(path).map_err(|e| IndexError::io(path, "open", e))?;
     let mut out = vec![T::from_f32(0.0); m as usize * dim];
     let mut r = BufReader::with_capacity(1 << 20, f);
-    let mut buf = vec![0u8; BATCH_ROWS * dim * std::mem::size_of::<T>()];
-    let mut done = 0usize;
     let row_bytes = dim * std::mem::size_of::<T>();
-    while (done * row_bytes) < want as usize {
+    let mut buf = vec![0u8; BATCH_ROWS * row_bytes];
+    let mut done = 0usize;
+    while done < m as usize {
         let rows = (m as usize - done).min(BATCH_ROWS);
         let b = &mut buf[..rows * row_bytes];
         r.read_exact(b).map_err(|e| IndexError::io(path, "read", e))?;
@@ -849,11 +844,10 @@ fn merge<T: DistanceElement>(
         let usable = input.plan.memory_bytes.saturating_sub(PROCESS_BASE_BYTES);
         ((usable as f64 * MERGE_EXTRA_SHARE) as u64 / (vb + 8)).max(2 * r as u64 + 1) as usize
     };
-    let lists: Vec<(File, PathBuf)> = (0..sizes.len())
-        .map(|s| {
-            let p = scratch.lists(s);
-            File::open(&p).map(|f| (f, p.clone())).map_err(|e| IndexError::io(&p, "open", e))
-        })
+    let lists: Vec<Adjacency> = sizes
+        .iter()
+        .enumerate()
+        .map(|(s, &m)| Adjacency::open(&scratch.lists(s), m, r))
         .collect::<Result<_, _>>()?;
     let mut extra_reads = 0u64;
     let mut merged = 0u64;
@@ -869,7 +863,6 @@ fn merge<T: DistanceElement>(
         debug_assert!(ids.is_sorted(), "members are assigned in id order");
         let home: Vec<u32> = (0..m as u32).filter(|&l| members[l as usize].home).collect();
         let mut at = 0usize;
-        let mut other = vec![0u8; lb];
         while at < home.len() {
             // A block: home points and their candidates, until the
             // candidates outside the shard fill the extra budget.
@@ -881,10 +874,7 @@ fn merge<T: DistanceElement>(
                 let mut cands = Vec::with_capacity(2 * r);
                 decode_list(&own[local as usize * lb..(local as usize + 1) * lb], r, &mut cands);
                 if mb.other_shard != NO_SHARD {
-                    let (f, p) = &lists[mb.other_shard as usize];
-                    f.read_exact_at(&mut other, u64::from(mb.other_local) * lb as u64)
-                        .map_err(|e| IndexError::io(p, "read", e))?;
-                    decode_list(&other, r, &mut cands);
+                    lists[mb.other_shard as usize].read(mb.other_local, &mut cands)?;
                 }
                 let before = extra.len();
                 extra.extend(cands.iter().copied().filter(|c| ids.binary_search(c).is_err()));
