@@ -32,6 +32,8 @@ pub enum Command {
     Verify(InspectArgs),
     /// Search a disk index with a query file and report recall, QPS and latency per L.
     Search(SearchArgs),
+    /// What N vectors need on one box (RAM, disk, build, QPS, latency) and what runs out first.
+    Plan(PlanArgs),
     /// Create an empty collection (dimension and metric; points come later).
     Create(CreateArgs),
     /// Build a collection from a vector file with the ids and payloads you bring.
@@ -63,6 +65,63 @@ pub enum Command {
     Promote(PromoteArgs),
     /// Make a stopped old primary rejoin as a standby (its collections are copied afresh).
     Rejoin(RejoinArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Vectors.
+    #[arg(long)]
+    pub n: u64,
+    #[arg(long)]
+    pub dim: usize,
+    #[arg(long, default_value = "f32")]
+    pub dtype: ElementType,
+    /// Target recall@10.
+    #[arg(long, default_value_t = 0.95)]
+    pub recall: f64,
+    /// RAM of the box in GiB (default: this machine's).
+    #[arg(long)]
+    pub ram: Option<f64>,
+    /// Memory budget of the build in GiB (default: 90% of --ram).
+    #[arg(long)]
+    pub build_memory: Option<f64>,
+    /// Random 4 KiB reads per second the SSDs sustain at depth, in thousands
+    /// (default: the calibration's, measured at depth 32).
+    #[arg(long)]
+    pub disk_iops: Option<f64>,
+    /// Cores (default: this machine's).
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Disk capacity in GiB (checked only when given).
+    #[arg(long)]
+    pub disk: Option<f64>,
+    /// Queries per second the workload needs (checked only when given).
+    #[arg(long)]
+    pub qps: Option<f64>,
+    /// PQ bytes per vector (default: min(dim, 32), the daemon's).
+    #[arg(long)]
+    pub pq_bytes: Option<usize>,
+    #[arg(long = "R", default_value_t = 64)]
+    pub r: usize,
+    /// RAM of the entry cache in GiB (counted; the reads it saves are not).
+    #[arg(long, default_value_t = 0.0)]
+    pub cache: f64,
+    /// The delta's memory bound in GiB (collections.delta_bytes_max).
+    #[arg(long, default_value_t = 1.0)]
+    pub delta: f64,
+    /// WAL kept for a standby in GiB (replication.retention_bytes_max; 0: no standby).
+    #[arg(long, default_value_t = 4.0)]
+    pub wal_retention: f64,
+    /// The measured set whose reads at the recall are grown to N (default:
+    /// the calibration's real set; an unknown name lists them).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// A calibration file instead of the built-in one (bench/plan-calibrate.sh writes it).
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -21,5 +21,6 @@ pub mod wal;
 pub const THREADS_MAX: usize = 1024;
 pub mod index;
 pub mod io;
+pub mod plan;
 pub mod pq;
 pub mod search;

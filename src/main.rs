@@ -47,6 +47,7 @@ fn run(cli: basalt::cli::Cli) -> Result<()> {
         Command::Inspect(a) => commands::build::inspect(a),
         Command::Verify(a) => commands::build::verify(a),
         Command::Search(a) => commands::search::run(a),
+        Command::Plan(a) => commands::plan::run(a),
         Command::Create(a) => commands::collection::create(a),
         Command::Import(a) => commands::collection::import(a),
         Command::Insert(a) => commands::collection::insert(a),

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod collection;
+pub mod plan;
 pub mod replication;
 pub mod search;
 

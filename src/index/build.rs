@@ -347,15 +347,27 @@ pub(crate) fn adjacency_bytes_per_node(degree_max: usize) -> u64 {
 }
 
 /// The build's memory footprint: vectors, adjacency lists with slack, codes,
-/// PQ sample and per-thread visited sets.
+/// PQ sample and per-thread visited sets (with the current thread pool).
 pub fn estimate_memory_bytes(n: u64, dim: usize, element: ElementType, opts: &BuildOptions) -> u64 {
+    estimate_memory_bytes_for(n, dim, element, opts, rayon::current_num_threads())
+}
+
+/// [`estimate_memory_bytes`] with `threads` build threads (`basalt plan`
+/// sizes a box that is not this one).
+pub fn estimate_memory_bytes_for(
+    n: u64,
+    dim: usize,
+    element: ElementType,
+    opts: &BuildOptions,
+    threads: usize,
+) -> u64 {
     let vectors = n * (dim * element.size_bytes()) as u64;
     let adjacency = n * adjacency_bytes_per_node(opts.graph.degree_max);
     let row = (dim * element.size_bytes()) as u64;
     let pq_row = 4 * pqspace::pq_dim(opts.metric, dim) as u64 + opts.pq_chunks as u64;
     let codes = batch_rows(row + pq_row) as u64 * (row + pq_row);
     let sample = (opts.pq_sample_max as u64).min(n) * dim as u64 * 4;
-    let visited = n * 4 * rayon::current_num_threads() as u64;
+    let visited = n * 4 * threads as u64;
     // The hot-list warm-up reads every code back into RAM and copies its
     // sample queries as f32 while the graph is still there.
     let codes_ram = n * opts.pq_chunks as u64;

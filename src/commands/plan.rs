@@ -1,0 +1,78 @@
+//! `basalt plan`: the workload from the command line, the plan as text or JSON.
+
+use anyhow::{Context, Result, bail};
+
+use basalt::cli::PlanArgs;
+use basalt::plan::{self, Calibration, Workload};
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// GiB given on the command line as bytes; `name` is the option.
+fn gib_bytes(name: &str, v: f64, zero_ok: bool) -> Result<u64> {
+    if !v.is_finite() || v < 0.0 || (v == 0.0 && !zero_ok) || v * GIB > u64::MAX as f64 {
+        bail!("--{name} {v} must be a positive number of GiB");
+    }
+    Ok((v * GIB) as u64)
+}
+
+/// MemTotal of this machine.
+fn total_memory_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+pub fn run(a: PlanArgs) -> Result<()> {
+    let cal = match &a.calibration {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("--calibration {}", p.display()))?;
+            Calibration::parse(&text)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("--calibration {}", p.display()))?
+        }
+        None => Calibration::builtin(),
+    };
+    let ram_bytes = match a.ram {
+        Some(v) => gib_bytes("ram", v, false)?,
+        None => total_memory_bytes().context("--ram not given and /proc/meminfo unreadable")?,
+    };
+    let build_memory_bytes = match a.build_memory {
+        Some(v) => gib_bytes("build-memory", v, false)?,
+        None => ram_bytes / 10 * 9,
+    };
+    let cores = match a.cores {
+        Some(c) => c,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let disk_iops = match a.disk_iops {
+        Some(k) => k * 1e3,
+        None => cal.device.iops_qd32,
+    };
+    let w = Workload {
+        n: a.n,
+        dim: a.dim,
+        element: a.dtype,
+        recall: a.recall,
+        ram_bytes,
+        build_memory_bytes,
+        disk_iops,
+        cores,
+        disk_bytes: a.disk.map(|d| gib_bytes("disk", d, false)).transpose()?,
+        qps_target: a.qps,
+        degree_max: a.r,
+        pq_bytes: a.pq_bytes.unwrap_or(a.dim.clamp(1, 32)),
+        cache_bytes: gib_bytes("cache", a.cache, true)?,
+        delta_bytes_max: gib_bytes("delta", a.delta, false)?,
+        wal_retention_bytes: gib_bytes("wal-retention", a.wal_retention, true)?,
+        profile: a.profile.clone(),
+    };
+    let p = plan::plan(&w, &cal).map_err(anyhow::Error::msg)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&p)?);
+    } else {
+        print!("{}", plan::render(&p));
+    }
+    Ok(())
+}

@@ -1,0 +1,251 @@
+use super::*;
+
+fn workload(n: u64, dim: usize) -> Workload {
+    Workload {
+        n,
+        dim,
+        element: ElementType::F32,
+        recall: 0.95,
+        ram_bytes: 64 << 30,
+        build_memory_bytes: 56 << 30,
+        disk_iops: 500_000.0,
+        cores: 16,
+        disk_bytes: None,
+        qps_target: None,
+        degree_max: 64,
+        pq_bytes: dim.min(32),
+        cache_bytes: 0,
+        delta_bytes_max: DELTA_BYTES_DEFAULT,
+        wal_retention_bytes: WAL_RETENTION_BYTES_DEFAULT,
+        profile: None,
+    }
+}
+
+#[test]
+fn builtin_calibration_has_every_role() {
+    let c = Calibration::builtin();
+    for role in ["fit", "pq", "partitioned", "check"] {
+        assert!(c.builds.iter().any(|b| b.role == role), "no build of role {role}");
+    }
+    assert!(c.device.iops_qd1 > 0.0 && c.device.iops_qd32 >= c.device.iops_qd1);
+    // Every set's sweep is there and recall grows with L.
+    for b in &c.builds {
+        let sweep = c.sweep(&b.set);
+        assert!(sweep.len() >= 5, "{}: {} searches", b.set, sweep.len());
+        assert!(sweep.last().unwrap().recall > sweep[0].recall, "{}", b.set);
+    }
+}
+
+#[test]
+fn line_fits_exactly_through_two_points_and_keeps_a_floor() {
+    let l = Line::fit(&[(1.0, 3.0), (3.0, 7.0)]);
+    assert!((l.slope - 2.0).abs() < 1e-12 && (l.intercept - 1.0).abs() < 1e-12);
+    assert!((l.at(2.0) - 5.0).abs() < 1e-12);
+    // Far below the fitted range the line would go negative: the floor holds.
+    assert_eq!(l.at(-100.0), 1.5);
+    let flat = Line::fit(&[(4.0, 2.0), (4.0, 4.0)]);
+    assert_eq!((flat.slope, flat.at(100.0)), (0.0, 3.0));
+}
+
+#[test]
+fn largest_n_finds_the_boundary() {
+    assert_eq!(largest_n(1 << 40, |n| n <= 123_456_789), 123_456_789);
+    assert_eq!(largest_n(1000, |_| true), 1000);
+    assert_eq!(largest_n(1000, |_| false), 0);
+    assert_eq!(largest_n(1000, |n| n == 1), 1);
+}
+
+fn tiny_calibration() -> Calibration {
+    let build = |set: &str, role: &str, n: u64, pq: usize| BuildPoint {
+        set: set.into(),
+        role: role.into(),
+        family: String::new(),
+        n,
+        dim: 64,
+        dtype: "f32".into(),
+        pq_bytes: pq,
+        threads: 2,
+        graph_s: 10.0,
+        total_s: 12.0,
+        peak_rss_bytes: None,
+        shards: None,
+    };
+    let search = |set: &str, l: usize, recall: f64, reads: f64| SearchPoint {
+        set: set.into(),
+        role: "fit".into(),
+        n: 1000,
+        dim: 64,
+        dtype: "f32".into(),
+        pq_bytes: 16,
+        l,
+        recall,
+        reads,
+        rounds: reads / 4.0,
+        cpu_us: reads * 10.0,
+        io_us: reads * 25.0,
+        latency_us: reads * 35.0,
+    };
+    Calibration {
+        measured: "test".into(),
+        command: "none".into(),
+        build_threads: 2,
+        device: Device { iops_qd1: 1e4, iops_qd32: 5e4, read_latency_us_qd1: 100.0 },
+        builds: vec![
+            build("a", "fit", 1000, 16),
+            build("b", "fit", 8000, 16),
+            build("p", "pq", 1000, 4),
+        ],
+        searches: vec![
+            search("a", 10, 0.80, 20.0),
+            search("a", 20, 0.90, 40.0),
+            search("a", 40, 0.96, 80.0),
+            search("b", 10, 0.70, 30.0),
+            search("b", 20, 0.85, 60.0),
+            search("b", 40, 0.95, 120.0),
+            search("b", 80, 0.97, 200.0),
+            search("p", 10, 0.60, 20.0),
+            search("p", 20, 0.75, 40.0),
+            search("p", 40, 0.85, 80.0),
+            search("p", 80, 0.95, 160.0),
+        ],
+    }
+}
+
+#[test]
+fn costs_interpolate_between_the_two_l_around_the_recall() {
+    let c = tiny_calibration();
+    let at = c.cost_at("a", 0.93).unwrap();
+    assert!((at.reads - 60.0).abs() < 1e-9, "{at:?}");
+    assert!((at.cpu_us - 600.0).abs() < 1e-9);
+    assert_eq!(c.cost_at("a", 0.5).unwrap().reads, 20.0, "below the sweep: its first L");
+    assert!(c.cost_at("a", 0.99).is_none(), "never reached");
+    assert!((c.recall_at_reads("a", 60.0).unwrap() - 0.93).abs() < 1e-9);
+    assert_eq!(c.recall_at_reads("a", 1000.0).unwrap(), 0.96);
+}
+
+#[test]
+fn reads_grow_through_the_measured_sizes() {
+    let c = tiny_calibration();
+    let m = c.search_model(0.95, "a").unwrap();
+    // At 0.95: set a (n 1000) 80 * (0.95-0.90)/(0.06) ... interpolated, set b 120.
+    let a = c.cost_at("a", 0.95).unwrap().reads;
+    let b = c.cost_at("b", 0.95).unwrap().reads;
+    assert!((m.cost(1000, 64).reads - a).abs() < 1e-6);
+    assert!((m.cost(8000, 64).reads - b).abs() < 1e-6);
+    // 64000 is as far past 8000 in ln N as 8000 is past 1000: a power law
+    // multiplies by b / a again; the ln N bound adds b - a again.
+    assert!((m.cost(64_000, 64).reads - b * b / a).abs() < 1e-6);
+    assert!((m.reads_ln(64_000) - (2.0 * b - a)).abs() < 1e-6);
+    let err = c.search_model(0.99, "a").unwrap_err();
+    assert!(err.contains("past what the calibration measured"), "{err}");
+    // Grown from b instead: the same line, so the same costs.
+    let mb = c.search_model(0.95, "b").unwrap();
+    assert!((mb.cost(1000, 64).reads - a).abs() < 1e-6);
+    let err = c.search_model(0.95, "nope").unwrap_err();
+    assert!(err.contains("a, b"), "{err}");
+}
+
+#[test]
+fn pq_sweep_reads_by_bytes_per_dimension() {
+    let c = tiny_calibration();
+    let sweep = c.pq_sweep("a");
+    assert_eq!(sweep, vec![(4.0 / 64.0, "p".to_string()), (0.25, "a".to_string())]);
+    // PQ 4 of 64 (ratio 1/16) needs 160 reads for 0.95; PQ 16 (1/4) a's.
+    let base = c.cost_at("a", 0.95).unwrap().reads;
+    assert!((c.sweep_reads(&sweep, 4.0 / 64.0, 0.95).unwrap() - 160.0).abs() < 1e-9);
+    assert!((c.sweep_reads(&sweep, 0.25, 0.95).unwrap() - base).abs() < 1e-9);
+    // Half-way in log ratio: half-way in reads; past the ends: the ends.
+    let mid = c.sweep_reads(&sweep, 8.0 / 64.0, 0.95).unwrap();
+    assert!((mid - (160.0 + base) / 2.0).abs() < 1e-9, "{mid}");
+    assert_eq!(c.sweep_reads(&sweep, 1.0, 0.95).unwrap(), base);
+    // At the base's budget the small codes reach less recall.
+    assert!((c.sweep_recall(&sweep, 0.25, base).unwrap() - 0.95).abs() < 1e-9);
+    assert!(c.sweep_recall(&sweep, 4.0 / 64.0, base).unwrap() < 0.9);
+    // Not reached by the set at one end: no value between.
+    assert!(c.sweep_reads(&sweep, 0.1, 0.97).is_none());
+}
+
+#[test]
+fn sizes_and_limits_grow_with_n_and_name_the_first_to_run_out() {
+    let c = Calibration::builtin();
+    let small = plan(&workload(10_000_000, 128), &c).unwrap();
+    let big = plan(&workload(1_000_000_000, 128), &c).unwrap();
+    assert!(big.ram.total > small.ram.total && big.disk.total > small.disk.total);
+    assert!(big.search.reads > small.search.reads && big.search.extrapolated);
+    assert_eq!(small.ram.codes, 10_000_000 * 32);
+    // 1e9 x 128 f32 on 64 GiB: the in-memory build cannot fit, so it is partitioned.
+    assert!(big.build.partitioned.is_some(), "{:?}", big.build);
+    assert!(small.fits);
+    // 32 GiB of codes alone pass a 16 GiB box: RAM runs out first.
+    let mut w = workload(1_000_000_000, 128);
+    w.ram_bytes = 16 << 30;
+    w.build_memory_bytes = 14 << 30;
+    let p = plan(&w, &c).unwrap();
+    assert!(!p.fits);
+    assert_eq!(p.limits[0].resource, "RAM");
+    let n_max = p.limits[0].n_max;
+    assert!(ram_for(&w.with_n(n_max), 32).total <= w.ram_bytes);
+    assert!(ram_for(&w.with_n(n_max + 1), 32).total > w.ram_bytes);
+    assert!(render(&p).contains("does NOT serve"));
+    // A QPS target the disk cannot give: QPS is the limit.
+    let mut w = workload(100_000_000, 128);
+    w.qps_target = Some(1e7);
+    let p = plan(&w, &c).unwrap();
+    assert!(!p.fits && p.limits[0].resource == "QPS", "{:?}", p.limits);
+}
+
+#[test]
+fn bad_workloads_are_refused_by_name() {
+    let c = Calibration::builtin();
+    let cases: Vec<(Workload, &str)> = vec![
+        (workload(0, 128), "--n"),
+        (workload(crate::format::NODES_MAX + 1, 128), "NODES_MAX"),
+        (workload(1000, 0), "--dim"),
+        (Workload { recall: 1.0, ..workload(1000, 128) }, "--recall"),
+        (Workload { pq_bytes: 129, ..workload(1000, 128) }, "--pq-bytes"),
+        (Workload { degree_max: 4, ..workload(1000, 128) }, "--R"),
+        (Workload { cores: 0, ..workload(1000, 128) }, "--cores"),
+        (Workload { disk_iops: 0.0, ..workload(1000, 128) }, "--disk-iops"),
+    ];
+    for (w, needle) in cases {
+        let e = plan(&w, &c).unwrap_err();
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+}
+
+/// The model against the calibration's check sets: measured, never fitted.
+#[test]
+fn predictions_hold_on_the_measured_check_sets() {
+    let c = Calibration::builtin();
+    let checks: Vec<&BuildPoint> = c.builds.iter().filter(|b| b.role == "check").collect();
+    assert!(!checks.is_empty());
+    for b in checks {
+        let recall = if c.cost_at(&b.set, 0.95).is_some() { 0.95 } else { 0.9 };
+        let measured = c.cost_at(&b.set, recall).unwrap();
+        let mut w = workload(b.n, b.dim);
+        // Grown from the largest fitted set of the same generator and shape.
+        let profile = c
+            .builds
+            .iter()
+            .filter(|f| f.role == "fit" && f.dtype == b.dtype && f.dim == b.dim)
+            .max_by_key(|f| f.n)
+            .unwrap();
+        w.profile = Some(profile.set.clone());
+        w.cores = b.threads;
+        w.recall = recall;
+        w.pq_bytes = b.pq_bytes;
+        let p = plan(&w, &c).unwrap();
+        let ratio = |pred: f64, meas: f64| pred / meas;
+        let reads = ratio(p.search.reads, measured.reads);
+        let latency = ratio(p.search.latency_us, measured.cpu_us + measured.io_us);
+        let build = ratio(p.build.in_memory_s, b.total_s);
+        assert!((0.8..=1.25).contains(&reads), "{}: reads predicted/measured {reads:.2}", b.set);
+        assert!((0.7..=1.4).contains(&latency), "{}: latency {latency:.2}", b.set);
+        assert!((0.6..=1.6).contains(&build), "{}: build time {build:.2}", b.set);
+        if let Some(rss) = b.peak_rss_bytes {
+            // The estimate is the build's budget check: at or above the peak, not far.
+            let mem = ratio(p.build.in_memory_bytes as f64, rss as f64);
+            assert!((0.95..=1.6).contains(&mem), "{}: build memory {mem:.2}", b.set);
+        }
+    }
+}
