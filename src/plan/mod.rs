@@ -501,7 +501,11 @@ fn interpolate_opt(pts: &[(f64, Option<f64>)], x: f64) -> Option<f64> {
         return first.1;
     }
     for w in pts.windows(2) {
-        if x <= w[1].0 {
+        if x == w[1].0 {
+            // On a measured point: its value, whatever its neighbours'.
+            return w[1].1;
+        }
+        if x < w[1].0 {
             let (a, b) = (w[0].1?, w[1].1?);
             let t = (x - w[0].0) / (w[1].0 - w[0].0);
             return Some(a + t * (b - a));
