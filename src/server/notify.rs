@@ -54,18 +54,25 @@ impl Extender {
         }
         let s = Arc::clone(&stop);
         let what = what.to_string();
+        let usec = u32::try_from(EXTEND_BY.as_micros()).unwrap_or(u32::MAX);
+        // The first one before `start` returns: a replay shorter than the
+        // thread's start-up must still have asked for its time.
+        debug!(collection = %what, "extending the start-up timeout");
+        send(&[NotifyState::ExtendTimeoutUsec(usec)]);
         let thread = std::thread::Builder::new()
             .name("sd-extend".into())
             .spawn(move || {
-                let usec = u32::try_from(EXTEND_BY.as_micros()).unwrap_or(u32::MAX);
-                while !s.load(Ordering::Acquire) {
-                    debug!(collection = %what, "extending the start-up timeout");
-                    send(&[NotifyState::ExtendTimeoutUsec(usec)]);
+                loop {
                     let mut slept = Duration::ZERO;
                     while slept < EXTEND_EVERY && !s.load(Ordering::Acquire) {
                         std::thread::sleep(Duration::from_millis(100));
                         slept += Duration::from_millis(100);
                     }
+                    if s.load(Ordering::Acquire) {
+                        break;
+                    }
+                    debug!(collection = %what, "extending the start-up timeout");
+                    send(&[NotifyState::ExtendTimeoutUsec(usec)]);
                 }
             })
             .ok();
