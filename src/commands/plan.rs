@@ -15,14 +15,6 @@ fn gib_bytes(name: &str, v: f64, zero_ok: bool) -> Result<u64> {
     Ok((v * GIB) as u64)
 }
 
-/// MemTotal of this machine.
-fn total_memory_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 pub fn run(a: PlanArgs) -> Result<()> {
     let cal = match &a.calibration {
         Some(p) => {
@@ -36,7 +28,8 @@ pub fn run(a: PlanArgs) -> Result<()> {
     };
     let ram_bytes = match a.ram {
         Some(v) => gib_bytes("ram", v, false)?,
-        None => total_memory_bytes().context("--ram not given and /proc/meminfo unreadable")?,
+        None => basalt::index::meminfo_bytes("MemTotal")
+            .context("--ram not given and /proc/meminfo unreadable")?,
     };
     let build_memory_bytes = match a.build_memory {
         Some(v) => gib_bytes("build-memory", v, false)?,

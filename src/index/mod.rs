@@ -578,8 +578,13 @@ pub fn release_free_memory() {
 
 /// Available memory in bytes (MemAvailable), when known.
 pub fn available_memory_bytes() -> Option<u64> {
+    meminfo_bytes("MemAvailable")
+}
+
+/// One /proc/meminfo field (given in kB) in bytes, when known.
+pub fn meminfo_bytes(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let line = s.lines().find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
