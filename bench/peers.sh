@@ -3,10 +3,12 @@
 # print the installed versions.  Idempotent: an existing, working venv is
 # left alone; a broken or half-made one is repaired by re-running pip.
 #
-#   bench/.venv-faiss    faiss-cpu + numpy + matplotlib  (exact GT, plotting)
+#   bench/.venv-faiss    faiss-cpu + hnswlib + numpy + matplotlib  (exact GT,
+#                        plotting, the in-memory peers)
 #   bench/.venv-diskann  diskannpy==0.7.0 (pins numpy ~1.25, hence its own venv)
 #
 # Environment overrides:
+#   HNSWLIB_SPEC  pip requirement for hnswlib             (default: hnswlib)
 #   PYTHON        interpreter used to create the venvs   (default: python3.11 if found, else python3)
 #   FAISS_SPEC    pip requirement for faiss               (default: faiss-cpu)
 #   DISKANN_SPEC  pip requirement for diskannpy           (default: diskannpy==0.7.0)
@@ -19,6 +21,7 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 FAISS_SPEC="${FAISS_SPEC:-faiss-cpu}"
 DISKANN_SPEC="${DISKANN_SPEC:-diskannpy==0.7.0}"
+HNSWLIB_SPEC="${HNSWLIB_SPEC:-hnswlib}"
 
 make_venv() { # dir check-snippet pip-args...
     local dir="$1" check="$2"; shift 2
@@ -37,8 +40,8 @@ make_venv() { # dir check-snippet pip-args...
 }
 
 make_venv "$here/.venv-faiss" \
-    "import faiss, numpy, matplotlib" \
-    "$FAISS_SPEC" numpy matplotlib
+    "import faiss, numpy, matplotlib, hnswlib" \
+    "$FAISS_SPEC" numpy matplotlib "$HNSWLIB_SPEC"
 
 # diskannpy's wheel declares its own numpy pin; let pip resolve it.
 if [[ ! -x "$here/.venv-diskann/bin/python" && "$DISKANN_SPEC" == "diskannpy==0.7.0" ]]; then
@@ -56,8 +59,9 @@ make_venv "$here/.venv-diskann" \
 
 echo "== .venv-faiss"
 "$here/.venv-faiss/bin/python" - <<'PY'
-import sys, faiss, numpy, matplotlib
-print(f"python {sys.version.split()[0]}  faiss {faiss.__version__}  numpy {numpy.__version__}  matplotlib {matplotlib.__version__}")
+import sys, faiss, numpy, matplotlib, hnswlib
+from importlib.metadata import version
+print(f"python {sys.version.split()[0]}  faiss {faiss.__version__}  hnswlib {version('hnswlib')}  numpy {numpy.__version__}  matplotlib {matplotlib.__version__}")
 PY
 echo "== .venv-diskann"
 "$here/.venv-diskann/bin/python" - <<'PY'

@@ -445,6 +445,15 @@ pub struct SearchArgs {
     /// uring or pread.
     #[arg(long, default_value = "uring")]
     pub reader: crate::io::ReaderKind,
+    /// Load the whole graph (vectors and lists) into RAM and search it
+    /// there with exact distances: no reads (the cache options then do
+    /// nothing).
+    #[arg(long)]
+    pub in_memory: bool,
+    /// RAM the in-memory mode may take (suffixes K, M, G); default: 80% of
+    /// what the kernel reports available.
+    #[arg(long, value_parser = parse_bytes, requires = "in_memory")]
+    pub in_memory_bytes: Option<u64>,
     /// One JSON object per L on stdout.
     #[arg(long)]
     pub json: bool,

@@ -1,9 +1,8 @@
 //! The partitioned build through the real binary: an input whose in-memory
 //! build does not fit `--build-memory` is built in several shards, its peak
 //! resident memory (the process's VmHWM) stays under the budget, the index
-//! passes `basalt verify`, and it searches within 0.03 of the one-shot
-//! build's recall@10 at equal L wherever that is 0.9 or more (the issue
-//! asks for 0.01; see the test for the measured gap).
+//! passes `basalt verify`, and it searches within 0.01 of the one-shot
+//! build's recall@10 at every L where that is 0.8 or more (0.02 below).
 
 #![allow(clippy::unwrap_used, reason = "a test panics to report its failure")]
 
@@ -52,7 +51,7 @@ fn recall_by_l(idx: &Path, q: &Path, gt: &Path) -> Vec<(u64, f64)> {
 
 /// Both builds of one seeded 100K x 64 set, the partitioned one under a
 /// budget that forces several shards: budget kept, verify passes, recall
-/// within 0.03 at every L where the one-shot build reaches 0.9.
+/// within 0.01 at every L where the one-shot build reaches 0.8.
 #[test]
 fn a_partitioned_build_keeps_its_budget_and_searches_like_the_one_shot_build() {
     let dir = tempfile::tempdir().unwrap();
@@ -105,7 +104,9 @@ fn a_partitioned_build_keeps_its_budget_and_searches_like_the_one_shot_build() {
     let cap = info["shard_points_max"].as_u64().unwrap();
     assert!(sizes.iter().all(|&s| s <= cap), "{sizes:?} over {cap}");
     let copies: u64 = sizes.iter().sum();
-    assert_eq!(copies, 200_000 - info["single_placed"].as_u64().unwrap());
+    let third = info["third_placed"].as_u64().unwrap();
+    assert_eq!(copies, 200_000 - info["single_placed"].as_u64().unwrap() + third);
+    assert!(third > 0, "points near three-way boundaries take a third copy: {info}");
     let peak = s2["peak_rss_bytes"].as_u64().unwrap();
     let budget = (BUDGET_GIB * (1u64 << 30) as f64) as u64;
     assert!(peak <= budget, "peak RSS {peak} over the budget {budget}");
@@ -119,15 +120,15 @@ fn a_partitioned_build_keeps_its_budget_and_searches_like_the_one_shot_build() {
     let r1 = recall_by_l(&one, &q, &gt);
     let r2 = recall_by_l(&part, &q, &gt);
     eprintln!("recall@10 by L, one-shot {r1:?}, partitioned {r2:?}");
-    // The merged graph trails the one-shot graph on this data: each point
-    // sees only the neighbours in its 2 shards (measured 0.014-0.023 below
-    // at L 48-64, 0.006 at 96; about 0.04 at L 16). On debian-384 (real
-    // embeddings, 3 shards) it was at or above the one-shot recall at
-    // every L. The bound here is the measured gap with room for the
-    // variation between two-thread builds, not the issue's 0.01.
+    // With 2 copies a point's list saw only neighbours sharing one of its
+    // shards, and recall trailed by 0.02-0.03 at L 16; the third copies of
+    // boundary points bring it within 0.005 from L 32 on. At L 16 (recall
+    // near 0.67, where one build's shard layout moves it by 0.01-0.02)
+    // it measured 0.001-0.012 below, so the bound there is 0.02, not the
+    // issue's 0.01.
     let mut operating = 0;
     for ((l, a), (_, b)) in r1.iter().zip(&r2) {
-        let slack = if *a >= 0.9 { 0.03 } else { 0.06 };
+        let slack = if *a >= 0.8 { 0.01 } else { 0.02 };
         assert!(*b >= a - slack, "L {l}: partitioned {b} vs one-shot {a}");
         operating += usize::from(*a >= 0.9);
     }

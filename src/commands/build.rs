@@ -129,12 +129,13 @@ pub fn run(a: BuildArgs) -> Result<()> {
         );
         eprintln!(
             "  {} shards of {lo}..{hi} points (capacity {}); {} points in one shard only, {} \
-             placed past their 2 nearest; merge read {} vectors outside the home shard; \
-             connect added {} edges",
+             placed past their 2 nearest, {} in a third (near a three-way boundary); merge \
+             read {} vectors outside the home shard; connect added {} edges",
             p.shards,
             p.shard_points_max,
             p.single_placed,
             p.displaced,
+            p.third_placed,
             p.merge_extra_reads,
             p.connect_edges
         );

@@ -213,6 +213,8 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         cache_bytes: None,
         cache_policy: basalt::search::CachePolicy::Hot,
         reader: basalt::io::ReaderKind::Uring,
+        in_memory: false,
+        in_memory_bytes: None,
         json: false,
         results: Some(results.clone()),
     })?;

@@ -29,6 +29,8 @@ struct Row {
     cache_hits_mean: f64,
     io_us_mean: f64,
     cpu_us_mean: f64,
+    /// The process's peak resident memory so far (VmHWM), when known.
+    peak_rss_bytes: Option<u64>,
 }
 
 pub fn run(a: SearchArgs) -> Result<()> {
@@ -52,21 +54,36 @@ pub fn run(a: SearchArgs) -> Result<()> {
         cache_nodes: a.cache_nodes,
         cache_bytes: a.cache_bytes,
         cache_policy: a.cache_policy,
+        in_memory: a.in_memory,
+        in_memory_bytes_max: a.in_memory_bytes,
     };
     let index = Index::open(&a.index, &opts)?;
-    eprintln!(
-        "opened {} ({} x {} {}, {}) in {:.3}s: reader {}, O_DIRECT {}, cache {} nodes ({})",
-        a.index.display(),
-        index.len(),
-        index.dim(),
-        index.element_type(),
-        index.metric(),
-        t.elapsed().as_secs_f64(),
-        index.reader_kind(),
-        if index.direct_io() { "on" } else { "off (filesystem refused it)" },
-        index.cache_len(),
-        a.cache_policy
-    );
+    if index.in_memory() {
+        eprintln!(
+            "opened {} ({} x {} {}, {}) in {:.3}s: in memory ({:.1} MiB of vectors and lists)",
+            a.index.display(),
+            index.len(),
+            index.dim(),
+            index.element_type(),
+            index.metric(),
+            t.elapsed().as_secs_f64(),
+            index.in_memory_bytes() as f64 / (1u64 << 20) as f64
+        );
+    } else {
+        eprintln!(
+            "opened {} ({} x {} {}, {}) in {:.3}s: reader {}, O_DIRECT {}, cache {} nodes ({})",
+            a.index.display(),
+            index.len(),
+            index.dim(),
+            index.element_type(),
+            index.metric(),
+            t.elapsed().as_secs_f64(),
+            index.reader_kind(),
+            if index.direct_io() { "on" } else { "off (filesystem refused it)" },
+            index.cache_len(),
+            a.cache_policy
+        );
+    }
     if let Some(why) = index.fallback_reason() {
         eprintln!("note: io_uring unavailable, using pread: {why}");
     }
@@ -216,6 +233,7 @@ fn run_level(
             cache_hits_mean: hits as f64 / n,
             io_us_mean: io as f64 / n,
             cpu_us_mean: cpu as f64 / n,
+            peak_rss_bytes: basalt::index::peak_rss_bytes(),
         },
         ids,
     ))

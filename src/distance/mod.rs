@@ -159,6 +159,16 @@ fn detect_cpu() -> SimdLevel {
 /// A distance kernel over two equal-length slices.
 pub type Kernel<T> = fn(&[T], &[T]) -> f32;
 
+/// Hints the CPU to fetch the first `lines` cache lines of `v` (a vector
+/// about to be scored) into its cache; nothing on other targets.
+#[inline]
+pub fn prefetch<T>(v: &[T], lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    x86::prefetch(v, lines);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (v, lines);
+}
+
 /// The kernels of one element type at one SIMD level.
 #[derive(Clone, Copy)]
 pub struct Kernels<T: 'static> {

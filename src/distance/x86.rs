@@ -503,3 +503,16 @@ pub static I8_AVX2: Kernels<i8> = Kernels {
     inner_product: ip_i8_avx2,
     cosine_distance: cos_i8_avx2,
 };
+
+/// Asks the CPU to bring the first `lines` cache lines of `v` into L1: a
+/// hint, with no effect on any result.
+#[allow(unsafe_code, reason = "the SSE prefetch intrinsic")]
+pub(crate) fn prefetch<T>(v: &[T], lines: usize) {
+    let p = v.as_ptr().cast::<i8>();
+    let bytes = std::mem::size_of_val(v).min(lines * 64);
+    for at in (0..bytes).step_by(64) {
+        // SAFETY: SSE is in every x86_64 CPU (the target's baseline), and a
+        // prefetch never faults whatever the address; this one is in `v`.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at)) }
+    }
+}

@@ -17,6 +17,7 @@
 mod beam;
 mod cache;
 pub mod hot;
+mod memory;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use beam::Beam;
+use memory::{MemGraph, MemScratch};
 
 use crate::distance::{Distance, DistanceElement, Metric, normalize};
 use crate::element::ElementType;
@@ -73,7 +75,17 @@ pub struct OpenOptions {
     pub cache_bytes: Option<u64>,
     /// Which nodes the cache holds.
     pub cache_policy: CachePolicy,
+    /// Load the whole graph into RAM and search it there (no reads, exact
+    /// distances; see `memory`); the entry cache is then not filled.
+    pub in_memory: bool,
+    /// RAM the in-memory mode may take, in bytes; `None`: what the kernel
+    /// reports available less [`IN_MEMORY_HEADROOM`].
+    pub in_memory_bytes_max: Option<u64>,
 }
+
+/// Share of the available memory the in-memory mode leaves free when no
+/// limit is given.
+pub const IN_MEMORY_HEADROOM: f64 = 0.2;
 
 impl Default for OpenOptions {
     fn default() -> Self {
@@ -82,6 +94,8 @@ impl Default for OpenOptions {
             cache_nodes: 0,
             cache_bytes: None,
             cache_policy: CachePolicy::Hot,
+            in_memory: false,
+            in_memory_bytes_max: None,
         }
     }
 }
@@ -189,6 +203,8 @@ pub struct Index {
     reader_kind: ReaderKind,
     fallback_reason: Option<String>,
     cache: EntryCache,
+    /// The whole graph in RAM (the in-memory mode).
+    mem: Option<MemGraph>,
 }
 
 impl Index {
@@ -240,7 +256,28 @@ impl Index {
             reader_kind,
             fallback_reason: why.map(|e| e.to_string()),
             cache: EntryCache::default(),
+            mem: None,
         };
+        if opts.in_memory {
+            let budget = match opts.in_memory_bytes_max {
+                Some(b) => b,
+                None => {
+                    let avail = crate::index::available_memory_bytes().ok_or_else(|| {
+                        SearchError::Params(
+                            "the in-memory mode needs a memory limit: /proc/meminfo has no \
+                             MemAvailable"
+                                .to_string(),
+                        )
+                    })?;
+                    (avail as f64 * (1.0 - IN_MEMORY_HEADROOM)) as u64
+                }
+            };
+            let f = File::open(&index.graph_path)
+                .map_err(|e| FormatError::io(&index.graph_path, "open", e))?;
+            index.mem = Some(crate::with_element!(index.header.element, T =>
+                MemGraph::load::<T>(&index.graph_path, f, &index.layout, budget))?);
+            return Ok(index);
+        }
         // A budget larger than the index is the whole index.
         let nodes = opts.cache_nodes_for(index.layout.record_bytes).min(index.len() as usize);
         if nodes > CACHE_NODES_MAX {
@@ -293,6 +330,14 @@ impl Index {
     pub fn cache_len(&self) -> usize {
         self.cache.len()
     }
+    /// Whether the whole graph is in RAM (the in-memory mode).
+    pub fn in_memory(&self) -> bool {
+        self.mem.is_some()
+    }
+    /// RAM of the in-memory graph (0 when searching from disk).
+    pub fn in_memory_bytes(&self) -> u64 {
+        if self.mem.is_some() { MemGraph::bytes_for(&self.layout) } else { 0 }
+    }
 
     /// A per-thread searcher with its own reader.
     pub fn searcher(&self) -> Result<Searcher, SearchError> {
@@ -313,6 +358,7 @@ impl Index {
             query: Vec::new(),
             batch: Vec::new(),
             requests: Vec::new(),
+            mem: MemScratch::default(),
         })
     }
 
@@ -437,7 +483,10 @@ impl Index {
             stats.rounds += 1;
             s.requests.clear();
             for &id in chunk {
-                if !self.cache.contains(id) {
+                if let Some(g) = &self.mem {
+                    best.push(dist.eval(&qt, g.vector::<T>(id)), id);
+                    stats.exact_distances += 1;
+                } else if !self.cache.contains(id) {
                     s.requests.push(ReadRequest {
                         offset: self.layout.sector_of(id) * crate::format::SECTOR_BYTES as u64,
                         sectors: self.layout.sectors_per_record,
@@ -450,6 +499,9 @@ impl Index {
                 io_ns += t.elapsed().as_nanos();
                 stats.sector_reads +=
                     s.requests.len() as u64 * u64::from(self.layout.sectors_per_record);
+            }
+            if self.mem.is_some() {
+                continue;
             }
             let mut slot = 0;
             for &id in chunk {
@@ -516,6 +568,11 @@ impl Index {
         params: &SearchParams,
         hooks: &mut SearchHooks<'_>,
     ) -> Result<SearchResult, SearchError> {
+        if let Some(g) = &self.mem {
+            let qt: Vec<T> = q.iter().map(|&x| T::from_f32(x)).collect();
+            let dist = Distance::<T>::new(self.header.metric);
+            return memory::search(g, &mut s.mem, &qt, &dist, self.header.medoid, params, hooks);
+        }
         let started = Instant::now();
         let mut stats = QueryStats::default();
         let mut io_ns = 0u128;
@@ -615,6 +672,7 @@ pub struct Searcher {
     query: Vec<f32>,
     batch: Vec<u32>,
     requests: Vec<ReadRequest>,
+    mem: MemScratch,
 }
 
 impl Searcher {

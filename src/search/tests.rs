@@ -367,3 +367,82 @@ fn hot_cache_saves_more_than_bfs_and_byte_budgets_bound_it() {
     let both = open(CachePolicy::Hot, 100, Some(record * 300));
     assert_eq!(both.cache_len(), 100);
 }
+
+/// The in-memory mode loads every record, reads nothing, scores exactly
+/// (its distances are the disk search's reranked ones for the same ids),
+/// reaches at least the disk search's recall at equal L, and honours the
+/// accept hook and slot scoring.
+#[test]
+fn in_memory_mode_searches_without_reads() {
+    let f = fixture();
+    let disk = Index::open(&f.index, &OpenOptions::default()).unwrap();
+    let mem =
+        Index::open(&f.index, &OpenOptions { in_memory: true, ..Default::default() }).unwrap();
+    assert!(mem.in_memory() && !disk.in_memory());
+    assert_eq!(mem.in_memory_bytes(), N * (DIM as u64 * 4 + 4 * 32 + 2));
+    for l in [16, 32, 64] {
+        let params = SearchParams { k: 10, list_size: l, beam_width: 4 };
+        let (rd, recall_d) = run_all(&disk, &params);
+        let (rm, recall_m) = run_all(&mem, &params);
+        assert!(recall_m >= recall_d, "L {l}: in memory {recall_m} < disk {recall_d}");
+        assert!(rm.iter().all(|r| r.stats.sector_reads == 0 && r.stats.pq_distances == 0));
+        assert!(rm.iter().all(|r| r.ids.len() == 10 && r.stats.rounds > 0));
+        // Where both found a node, both give it the same exact distance.
+        for (a, b) in rd.iter().zip(&rm) {
+            for (id, d) in a.ids.iter().zip(&a.distances) {
+                if let Some(j) = b.ids.iter().position(|x| x == id) {
+                    assert_eq!(*d, b.distances[j], "node {id}");
+                }
+            }
+        }
+        if l == 64 {
+            assert!(recall_m >= 0.98, "in-memory recall@10 at L 64: {recall_m}");
+        }
+    }
+    // The accept hook: only even ids come back.
+    let mut s = mem.searcher().unwrap();
+    let even = |id: u32| id.is_multiple_of(2);
+    let mut hooks = SearchHooks { accept: Some(&even), visit: None };
+    let params = SearchParams { k: 10, list_size: 40, beam_width: 4 };
+    let r = mem.search_with(&mut s, &f.queries[..DIM], &params, &mut hooks).unwrap();
+    assert_eq!(r.ids.len(), 10);
+    assert!(r.ids.iter().all(|id| id.is_multiple_of(2)), "{:?}", r.ids);
+    // Slot scoring reads nothing and matches the disk's exact answer.
+    let slots: Vec<u32> = (0..2000).collect();
+    let mut sd = disk.searcher().unwrap();
+    let a = disk.search_slots(&mut sd, &f.queries[..DIM], &slots, 10, 2000).unwrap();
+    let b = mem.search_slots(&mut s, &f.queries[..DIM], &slots, 10, 2000).unwrap();
+    assert_eq!(a.ids, b.ids);
+    assert_eq!(b.stats.sector_reads, 0);
+}
+
+/// The in-memory mode refuses a budget it does not fit, and a corrupt
+/// record anywhere fails the load (naming the node), not a later search.
+#[test]
+fn in_memory_mode_checks_its_budget_and_every_record() {
+    let f = fixture();
+    let need = N * (DIM as u64 * 4 + 4 * 32 + 2);
+    let small =
+        OpenOptions { in_memory: true, in_memory_bytes_max: Some(need - 1), ..Default::default() };
+    let e = Index::open(&f.index, &small).err().unwrap().to_string();
+    assert!(e.contains("in-memory mode needs"), "{e}");
+    let exact = OpenOptions { in_memory_bytes_max: Some(need), ..small.clone() };
+    assert!(Index::open(&f.index, &exact).is_ok());
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("idx");
+    std::fs::create_dir_all(copy.join("gen-0")).unwrap();
+    for name in ["manifest", "gen-0/graph", "gen-0/pq", "gen-0/codes", "gen-0/hot"] {
+        std::fs::copy(f.index.join(name), copy.join(name)).unwrap();
+    }
+    let victim = N as u32 - 7;
+    let at = Index::open(&copy, &OpenOptions::default()).unwrap().layout().record_offset(victim);
+    let gp = copy.join("gen-0/graph");
+    let mut bytes = std::fs::read(&gp).unwrap();
+    bytes[at as usize + 3] ^= 0x10;
+    std::fs::write(&gp, &bytes).unwrap();
+    let e = Index::open(&copy, &OpenOptions { in_memory: true, ..Default::default() })
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains(&format!("node {victim}")) && e.contains("checksum"), "{e}");
+}

@@ -633,8 +633,8 @@ async fn create_collection(
             .map_err(|e| ApiError::internal(format!("renaming {}: {e}", tmp.display())))?;
         crate::fsutil::sync_dir(s2.data_dir())
             .map_err(|e| ApiError::internal(format!("syncing {}: {e}", s2.data_dir().display())))?;
-        let c =
-            Collection::open(&dir, super::open_options(&s2.cfg)).map_err(|e| coll_error(e, 1))?;
+        let c = Collection::open(&dir, super::open_options(&s2.cfg, &name))
+            .map_err(|e| coll_error(e, 1))?;
         s2.colls.write().insert(name.clone(), c);
         tracing::info!(collection = %name, dim = cfg.dim, metric = %cfg.metric, "created");
         Ok(())

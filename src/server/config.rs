@@ -164,6 +164,12 @@ pub struct SearchConfig {
     pub retry_after_s: u64,
     /// RAM of each collection's entry cache (hot node records); 0: none.
     pub cache_bytes_per_collection: u64,
+    /// Collections whose disk generation is loaded whole into RAM and
+    /// searched there (the in-memory mode: no reads, exact distances).
+    pub in_memory_collections: Vec<String>,
+    /// RAM one in-memory generation may take, in bytes; 0: 80% of what the
+    /// kernel reports available when it is opened.
+    pub in_memory_bytes_max: u64,
     /// Most points one filter condition collects from a payload index per
     /// query (a larger match is sampled and checked by payload instead).
     pub filter_resolve_points_max: usize,
@@ -245,6 +251,8 @@ impl Default for SearchConfig {
             beam_width_default: 4,
             retry_after_s: 1,
             cache_bytes_per_collection: 0,
+            in_memory_collections: Vec::new(),
+            in_memory_bytes_max: 0,
             filter_resolve_points_max: 1_000_000,
         }
     }
@@ -494,6 +502,14 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), St
                 "false" | "0" | "no" => false,
                 _ => return Err(format!("{name}={raw:?} is not true or false")),
             }),
+            // A list of names: comma-separated.
+            toml::Value::Array(_) => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_string()))
+                    .collect(),
+            ),
             _ => return Err(format!("{name}: this key cannot be set from the environment")),
         };
         set(table, &section, &key, v);
@@ -536,6 +552,26 @@ mod tests {
         assert!(e.contains("queue_mx"), "{e}");
         let e = load_str("[serch]\n", &[]).expect_err("a bad section");
         assert!(e.contains("serch"), "{e}");
+    }
+
+    /// The in-memory collections come from the file or, comma-separated,
+    /// from the environment, and only the named ones open in memory.
+    #[test]
+    fn in_memory_collections_are_chosen_by_name() -> Result<(), String> {
+        let c = load_str(
+            "[search]\nin_memory_collections = [\"docs\"]\nin_memory_bytes_max = 4096\n",
+            &[],
+        )?;
+        assert_eq!(c.search.in_memory_collections, vec!["docs".to_string()]);
+        let o = crate::server::open_options(&c, "docs");
+        assert!(o.index.in_memory);
+        assert_eq!(o.index.in_memory_bytes_max, Some(4096));
+        assert!(!crate::server::open_options(&c, "other").index.in_memory);
+        let c = load_str("", &[("BASALT_SEARCH_IN_MEMORY_COLLECTIONS", "a, b,")])?;
+        assert_eq!(c.search.in_memory_collections, vec!["a".to_string(), "b".to_string()]);
+        let o = crate::server::open_options(&c, "b");
+        assert!(o.index.in_memory && o.index.in_memory_bytes_max.is_none());
+        Ok(())
     }
 
     #[test]

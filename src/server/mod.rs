@@ -114,9 +114,10 @@ pub fn check_name_plain(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Options every collection is opened with: the entry cache's RAM from
-/// `search.cache_bytes_per_collection` (0: no cache).
-pub fn open_options(cfg: &ServerConfig) -> CollectionOptions {
+/// Options collection `name` is opened with: the entry cache's RAM from
+/// `search.cache_bytes_per_collection` (0: no cache), or the in-memory mode
+/// when `search.in_memory_collections` names it.
+pub fn open_options(cfg: &ServerConfig, name: &str) -> CollectionOptions {
     let mut o = CollectionOptions {
         wal_segment_bytes_max: Some(cfg.collections.wal_segment_bytes),
         ..CollectionOptions::default()
@@ -127,6 +128,10 @@ pub fn open_options(cfg: &ServerConfig) -> CollectionOptions {
         o.index.cache_bytes = Some(b);
         // Bytes decide; the engine's node cap bounds it.
         o.index.cache_nodes = crate::search::CACHE_NODES_MAX;
+    }
+    if cfg.search.in_memory_collections.iter().any(|c| c == name) {
+        o.index.in_memory = true;
+        o.index.in_memory_bytes_max = Some(cfg.search.in_memory_bytes_max).filter(|&b| b > 0);
     }
     o
 }
@@ -269,7 +274,7 @@ fn open_all(state: &AppState) -> Result<()> {
         ));
         let extend = notify::Extender::start(&name);
         let t = Instant::now();
-        let c = Collection::open(&dir, open_options(&state.cfg))
+        let c = Collection::open(&dir, open_options(&state.cfg, &name))
             .with_context(|| format!("opening collection {name}"));
         extend.stop();
         let c = c?;

@@ -276,7 +276,7 @@ fn install(state: &AppState, rc: Receiving) -> anyhow::Result<Arc<Collection>> {
     std::fs::rename(rc.root.join(DATA_SUBDIR), &dst)?;
     crate::fsutil::sync_dir(state.data_dir())?;
     std::fs::remove_dir_all(&rc.root)?;
-    let c = Collection::open(&dst, crate::server::open_options(&state.cfg))
+    let c = Collection::open(&dst, crate::server::open_options(&state.cfg, &rc.name))
         .with_context(|| format!("opening the base copy of {}", rc.name))?;
     c.set_follower(true);
     state.colls.write().insert(rc.name.clone(), Arc::clone(&c));
