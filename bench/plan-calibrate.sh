@@ -20,8 +20,14 @@
 #   - the device: random 4 KiB O_DIRECT reads at depth 1 and at depth 32.
 # Writes OUT/calibration.json and, with INSTALL=1 (the default), copies it to
 # src/plan/calibration.json (rebuild basalt to use it). REUSE=1 keeps the
-# sets already measured in OUT (only new ones are built).
+# sets already measured in OUT with the same parameters (only new or changed
+# ones are built): each step writes a stamp of its parameters once it has
+# completed, and a step is reused only when its stamp matches (a step cut
+# short has none). Generated and subset data are kept whenever their stamp
+# matches, REUSE or not (the same parameters make the same files).
 set -euo pipefail
+# Failures inside $(...) stop the script too.
+shopt -s inherit_errexit
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 THREADS=${THREADS:-2}
 SETS=${SETS:-"128:100000 128:300000 384:100000 128:200000:u8"}
@@ -40,26 +46,46 @@ mkdir -p "$OUT"
 cd "$OUT"
 : > points.jsonl
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+# Stamps: FILE.stamp holds the parameters FILE was made with, written after
+# the step that made it completed.
+stamp_matches() { # file params
+  [ -f "$1.stamp" ] && [ "$(cat "$1.stamp")" = "$2" ]
+}
+stamp_write() { # file params
+  printf '%s' "$2" > "$1.stamp"
+}
+# What identifies an input file: its size and modification time.
+file_id() { stat -c '%s:%Y' "$@" | tr '\n' ' '; }
 
 # One build and its search sweep; appends a "build" and the "search" lines.
-# With REUSE=1 a set whose build and search files are there is not measured
-# again (its lines are written from them).
+# With REUSE=1 a set measured before with the same parameters (its stamp) is
+# not measured again (its lines are written from its files).
 # Args: name role family data queries gt dim n dtype pq [extra build args...]
 measure() {
   local name=$1 role=$2 family=$3 data=$4 q=$5 gt=$6 dim=$7 n=$8 dtype=$9 pq=${10}
   shift 10
-  if [ "${REUSE:-0}" = 1 ] && [ -s "build-$name.json" ] && [ -s "search-$name.jsonl" ]; then
+  local params
+  params="build --data $data ($(file_id "$data" "$q" "$gt")) --pq-bytes $pq --threads $THREADS $*; search --queries $q --gt $gt --L $LS"
+  if [ "${REUSE:-0}" = 1 ] && [ -s "build-$name.json" ] && [ -s "search-$name.jsonl" ] &&
+    stamp_matches "search-$name.jsonl" "$params"; then
     log "reuse $name"
   else
+    rm -f "search-$name.jsonl.stamp"
     log "build $name ($role)"
     rm -rf "idx-$name"
     "$B" build --data "$data" --metric l2 --out "idx-$name" --pq-bytes "$pq" --seed 1 \
-      --threads "$THREADS" --json "$@" 2> "build-$name.log" > "build-$name.json"
+      --threads "$THREADS" --json "$@" 2> "build-$name.log" > "build-$name.json" ||
+      die "build $name: see $OUT/build-$name.log"
     log "search $name"
     "$B" search --index "idx-$name" --queries "$q" --gt "$gt" --k 10 --L "$LS" --threads 1 \
-      --cache-nodes 0 --json 2> "search-$name.log" > "search-$name.jsonl"
+      --cache-nodes 0 --json 2> "search-$name.log" > "search-$name.jsonl" ||
+      die "search $name: see $OUT/search-$name.log"
+    stamp_write "search-$name.jsonl" "$params"
   fi
-  python3 - "$name" "$role" "$family" "$dim" "$n" "$dtype" "$pq" "$THREADS" <<'EOF' >> points.jsonl
+  local args=("$name" "$role" "$family" "$dim" "$n" "$dtype" "$pq" "$THREADS")
+  python3 - "${args[@]}" <<'EOF' >> points.jsonl || die "the results of $name do not read"
 import json, sys
 name, role, family, dim, n, dtype, pq, threads = sys.argv[1:]
 s = json.load(open(f"build-{name}.json"))
@@ -80,25 +106,58 @@ for line in open(f"search-{name}.jsonl"):
 EOF
 }
 
-ext() { case $1 in f32) echo fbin ;; u8) echo u8bin ;; i8) echo i8bin ;; esac; }
-synth() { # spec role
-  local spec=$1 role=$2 dim n dtype
+ext() {
+  case $1 in
+    f32) echo fbin ;;
+    u8) echo u8bin ;;
+    i8) echo i8bin ;;
+    *) die "dtype $1 is not f32, u8 or i8" ;;
+  esac
+}
+# Generates a synthetic set (once per parameters) and prints its fields:
+# name family data queries gt dim n dtype. Run inside $(...): its logs go
+# to stderr and files, and a failure stops the script.
+synth() { # spec
+  local spec=$1 dim n dtype
   IFS=: read -r dim n dtype <<< "$spec"
   dtype=${dtype:-f32}
+  [[ "$dim" =~ ^[0-9]+$ && "$n" =~ ^[0-9]+$ ]] || die "set spec $spec is not dim:n[:dtype]"
   local name="${dtype}-${dim}-${n}" e
   e=$(ext "$dtype")
-  if [ ! -f "$name.$e" ]; then
+  local params="gen --n $n --dim $dim --dtype $dtype --nq $NQ --seed 7; gt --k 10 --metric l2"
+  if ! { [ -f "$name.$e" ] && [ -f "$name-q.$e" ] && stamp_matches "$name-gt.ibin" "$params"; }; then
+    rm -f "$name-gt.ibin.stamp"
     log "gen $name"
     "$B" gen --out "$name.$e" --n "$n" --dim "$dim" --dtype "$dtype" --queries "$name-q.$e" \
-      --nq "$NQ" --seed 7 2> /dev/null
-    "$B" gt --base "$name.$e" --queries "$name-q.$e" --k 10 --metric l2 --out "$name-gt.ibin" 2> /dev/null
+      --nq "$NQ" --seed 7 2> "gen-$name.log" || die "gen $name: see $OUT/gen-$name.log"
+    "$B" gt --base "$name.$e" --queries "$name-q.$e" --k 10 --metric l2 --out "$name-gt.ibin" \
+      2> "gt-$name.log" || die "gt $name: see $OUT/gt-$name.log"
+    stamp_write "$name-gt.ibin" "$params"
   fi
   echo "$name synthetic-$dtype-$dim $name.$e $name-q.$e $name-gt.ibin $dim $n $dtype"
 }
 
-# The first n rows of a .fbin, and their ground truth for the queries.
+# Rows and dimension of a .fbin (the path goes to Python as an argument).
+fbin_shape() { # path
+  python3 - "$1" <<'EOF'
+import struct, sys
+with open(sys.argv[1], "rb") as f:
+    rows, dim = struct.unpack("<2i", f.read(8))
+print(rows, dim)
+EOF
+}
+
+# The first n rows of a .fbin, and their ground truth for the queries
+# (once per parameters).
 subset() { # src queries n out
-  python3 - "$1" "$3" "$4" <<'EOF'
+  local params
+  params="first $3 rows of $1 ($(file_id "$1" "$2")); gt --k 10 --metric l2"
+  if [ -f "$4" ] && stamp_matches "$4.gt.ibin" "$params"; then
+    return
+  fi
+  rm -f "$4.gt.ibin.stamp"
+  log "subset $4"
+  python3 - "$1" "$3" "$4" <<'EOF' || die "subset $4 of $1"
 import struct, sys
 src, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 with open(src, "rb") as f:
@@ -112,18 +171,27 @@ with open(src, "rb") as f:
             o.write(b)
             left -= len(b)
 EOF
-  "$B" gt --base "$4" --queries "$2" --k 10 --metric l2 --out "$4.gt.ibin" 2> /dev/null
+  "$B" gt --base "$4" --queries "$2" --k 10 --metric l2 --out "$4.gt.ibin" 2> "$4.gt.log" ||
+    die "gt of $4: see $OUT/$4.gt.log"
+  stamp_write "$4.gt.ibin" "$params"
 }
 
 first=""
 biggest=""
+biggest_n=0
 for spec in $SETS; do
-  read -r name fam data q gt dim n dtype <<< "$(synth "$spec" fit)"
+  line=$(synth "$spec") || die "set $spec"
+  read -r name fam data q gt dim n dtype <<< "$line"
   measure "$name" fit "$fam" "$data" "$q" "$gt" "$dim" "$n" "$dtype" 32
-  [ -z "$first" ] && first="$name $fam $data $q $gt $dim $n $dtype"
+  [ -z "$first" ] && first=$line
   read -r _ _ _ _ _ fdim _ <<< "$first"
-  if [ "$dtype" = f32 ] && [ "$dim" = "$fdim" ]; then biggest="$name $fam $data $q $gt $dim $n $dtype"; fi
+  # The partitioned run takes the largest f32 set of the first dimension.
+  if [ "$dtype" = f32 ] && [ "$dim" = "$fdim" ] && [ "$n" -gt "$biggest_n" ]; then
+    biggest=$line
+    biggest_n=$n
+  fi
 done
+[ -n "$biggest" ] || die "SETS has no f32 set of the first set's dimension to build partitioned"
 read -r name fam data q gt dim n dtype <<< "$first"
 for pq in $PQ_SWEEP; do
   measure "$name-pq$pq" pq "$fam" "$data" "$q" "$gt" "$dim" "$n" "$dtype" "$pq"
@@ -131,8 +199,8 @@ done
 read -r name fam data q gt dim n dtype <<< "$biggest"
 measure "$name-shards4" partitioned "$fam" "$data" "$q" "$gt" "$dim" "$n" "$dtype" 32 --shards 4
 if [ -f "$REAL/base.fbin" ]; then
-  dim=$(python3 -c "import struct;f=open('$REAL/base.fbin','rb');print(struct.unpack('<2i',f.read(8))[1])")
-  n=$(python3 -c "import struct;f=open('$REAL/base.fbin','rb');print(struct.unpack('<2i',f.read(8))[0])")
+  shape=$(fbin_shape "$REAL/base.fbin") || die "header of $REAL/base.fbin"
+  read -r n dim <<< "$shape"
   fam="real-$(basename "$REAL")"
   measure "$fam" real "$fam" "$REAL/base.fbin" "$REAL/query.fbin" "$REAL/gt.ibin" "$dim" "$n" f32 32
   # PQ sizes on real data (the plan reads a profile's own family's sweep).
@@ -141,13 +209,15 @@ if [ -f "$REAL/base.fbin" ]; then
   done
   # How reads grow with N on real data: the same set's first rows.
   for frac in $REAL_FRACTIONS; do
-    m=$(python3 -c "print(int($n * $frac))")
-    [ -f "$fam-$m.fbin" ] || subset "$REAL/base.fbin" "$REAL/query.fbin" "$m" "$fam-$m.fbin"
+    m=$(python3 -c 'import sys; print(int(int(sys.argv[1]) * float(sys.argv[2])))' "$n" "$frac") ||
+      die "REAL_FRACTIONS: $frac is not a number"
+    subset "$REAL/base.fbin" "$REAL/query.fbin" "$m" "$fam-$m.fbin"
     measure "$fam-$m" growth "$fam" "$fam-$m.fbin" "$REAL/query.fbin" "$fam-$m.fbin.gt.ibin" "$dim" "$m" f32 32
   done
 fi
 for spec in $CHECK; do
-  read -r name fam data q gt dim n dtype <<< "$(synth "$spec" check)"
+  line=$(synth "$spec") || die "check set $spec"
+  read -r name fam data q gt dim n dtype <<< "$line"
   measure "$name" check "$fam" "$data" "$q" "$gt" "$dim" "$n" "$dtype" 32
 done
 

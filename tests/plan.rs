@@ -1,7 +1,7 @@
 //! `basalt plan` through the real binary: the disk it predicts for an index
 //! is what a build of that shape writes, the partitioned build it plans is
-//! the one `basalt build` chooses under the same budget, and bad workloads
-//! are refused by name.
+//! the one `basalt build` chooses under the same budget, the text names the
+//! resource that runs out first, and bad workloads are refused by name.
 
 #![allow(clippy::unwrap_used, reason = "a test panics to report its failure")]
 
@@ -95,9 +95,28 @@ fn plan_predicts_the_index_a_build_writes() {
     assert!(p_shards >= 2 && b_shards >= p_shards, "planned {p_shards}, built {b_shards}");
     // RAM: exactly the codes of 100000 points at 16 bytes.
     assert_eq!(plan["ram"]["codes"], 1_600_000);
-    // Text output names what runs out first.
-    let text = ok(&["plan", "--n", "100000", "--dim", "32", "--ram", "1", "--cores", "2"]);
-    assert!(text.contains("runs out first"), "{text}");
+}
+
+/// The text names the resource that runs out first for its inputs: 1 GiB
+/// of RAM holds no point beside two 1 GiB deltas and a merge's 4 GiB; 20 GiB
+/// of disk hold two generations of about 16M points, long before 64 GiB of
+/// RAM or the build run out; a million queries a second pass what 47K reads
+/// a second give.
+#[test]
+fn plan_names_what_runs_out_first() {
+    let base = ["plan", "--n", "100000", "--dim", "32", "--cores", "2"];
+    for (extra, expected) in [
+        (&["--ram", "1"][..], "one box does NOT serve this workload: RAM runs out first, past 0"),
+        (&["--ram", "64", "--disk", "20"][..], "one box serves this workload; disk runs out first"),
+        (
+            &["--ram", "64", "--qps", "1000000"][..],
+            "one box does NOT serve this workload: QPS runs out first",
+        ),
+    ] {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let text = ok(&args);
+        assert!(text.contains(expected), "{extra:?}: expected {expected:?} in\n{text}");
+    }
 }
 
 #[test]
@@ -109,6 +128,9 @@ fn plan_refuses_bad_workloads_by_name() {
         (vec!["--n", "5000000000", "--dim", "8"], "NODES_MAX"),
         (vec!["--n", "10", "--dim", "8", "--ram=-1"], "--ram"),
         (vec!["--n", "10", "--dim", "8", "--recall", "0.99999"], "past what the calibration"),
+        // Sizes that would wrap the plan's sums are refused, not wrapped.
+        (vec!["--n", "10", "--dim", "8", "--delta", "1e10"], "OPTION_BYTES_MAX"),
+        (vec!["--n", "10", "--dim", "8", "--cache", "1e300"], "--cache"),
     ] {
         let mut full = vec!["plan"];
         full.extend(&args);

@@ -7,10 +7,15 @@ use basalt::plan::{self, Calibration, Workload};
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// GiB given on the command line as bytes; `name` is the option.
+/// GiB given on the command line as bytes; `name` is the option. At most
+/// `OPTION_BYTES_MAX`, so that the plan's sums cannot wrap.
 fn gib_bytes(name: &str, v: f64, zero_ok: bool) -> Result<u64> {
-    if !v.is_finite() || v < 0.0 || (v == 0.0 && !zero_ok) || v * GIB > u64::MAX as f64 {
+    if !v.is_finite() || v < 0.0 || (v == 0.0 && !zero_ok) {
         bail!("--{name} {v} must be a positive number of GiB");
+    }
+    let gib_max = plan::OPTION_BYTES_MAX >> 30;
+    if v > gib_max as f64 {
+        bail!("--{name} {v} GiB is more than {gib_max} GiB (OPTION_BYTES_MAX)");
     }
     Ok((v * GIB) as u64)
 }

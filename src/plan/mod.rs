@@ -9,15 +9,28 @@
 //! core-seconds per point, sector reads, rounds, CPU and I/O time per query
 //! at a recall, and the recall PQ codes of each size reach at a fixed read
 //! budget. The models are deliberately simple and say what they assume:
-//! - build: core-seconds per point grow with ln N (the search each insert
-//!   runs) and linearly with the dimension; cores scale linearly;
-//! - reads and rounds at a recall grow with ln N (fitted over the measured
-//!   sizes of one synthetic dimension; other dimensions shift the line);
+//! - build: graph core-seconds per point grow as a power of N (the exponent
+//!   fitted on the synthetic sizes, held to 0..=1) and linearly with the
+//!   dimension; cores scale linearly. The partitioned build inserts 2N
+//!   points into shards of the expected size 2N / shards, and adds its
+//!   k-means, assignment pass, merge and connect from the per-point rates of
+//!   a measured run (the `*_CORE_S_PER_*` constants);
+//! - reads and rounds at a recall grow as a power of N fitted along the
+//!   profile's family (a real set and its subsets, else the synthetic sets
+//!   of one dimension); the ln N growth is only printed, as an optimistic
+//!   bound;
 //! - CPU per query is proportional to its reads (PQ distances of each read
 //!   node's neighbours and one exact distance), linear in the dimension;
 //! - a round waits one device latency (the calibration's I/O time per round);
 //! - PQ codes of other sizes scale the reads by the ratio measured on the
-//!   calibration's PQ sweep, keyed by bytes per dimension.
+//!   calibration's PQ sweep, keyed by bytes per dimension; below the sweep
+//!   nothing was measured (no value), above it the largest size's values
+//!   are kept (a bound: more bytes never need more reads).
+//!
+//! Every slope fitted against N or the dimension is held at or above 0: a
+//! noisy calibration must not predict less work for more points. Byte
+//! options are checked against [`OPTION_BYTES_MAX`], so no sum overflows.
+//! Errors are `String`s naming the option or the calibration field at fault.
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +61,46 @@ pub const ID_MAP_JOURNAL_BYTES_MAX: u64 = 512 << 20;
 pub const DELTA_BYTES_DEFAULT: u64 = crate::collection::config::DELTA_BYTES_MAX_DEFAULT;
 /// WAL bytes kept for a standby (`replication.retention_bytes_max`).
 pub const WAL_RETENTION_BYTES_DEFAULT: u64 = 4 << 30;
+/// Most bytes a workload's byte option (RAM, build memory, disk, cache,
+/// delta, WAL retention) may give: 64 PiB, more than one box has.
+pub const OPTION_BYTES_MAX: u64 = 1 << 56;
+// Every size the plan adds up has at most 8 terms of at most
+// OPTION_BYTES_MAX and 8 of N (at most NODES_MAX) times a point's vector,
+// lists and sector slack: with the limit checked, no sum wraps.
+const _: () = assert!(
+    8 * OPTION_BYTES_MAX as u128
+        + 8 * crate::format::NODES_MAX as u128
+            * (4 * DIM_MAX as u128 + 4 * (crate::vamana::DEGREE_MAX as u128 + 1) + 4096)
+        < u64::MAX as u128
+);
+
+// The partitioned build's phases besides the shard graphs, as core-seconds
+// per point (or per operation) of one measured run: `bench/partitioned.sh`
+// on 2M x 128 f32 with 2 threads under 0.5 GiB, 13 shards planned and split
+// into 39 (bench/results/partitioned-2m-2026-12-06.jsonl). They are
+// documented constants, not fitted from the calibration (its partitioned
+// run records only its total graph time). Linear in the dimension where the
+// phase reads vectors (assumed: only 128 was measured).
+const PARTITION_RUN_POINTS: f64 = 2e6;
+const PARTITION_RUN_DIM: f64 = 128.0;
+const PARTITION_RUN_THREADS: f64 = 2.0;
+/// The assignment pass (distances to the centres, two copies of each
+/// vector to the shards' scratch files): 6.5 s. Taken as independent of the
+/// shard count: with 13 centres the copies dominate; at thousands of
+/// shards the distances would not be negligible (not measured).
+pub const ASSIGNMENT_CORE_S_PER_VALUE: f64 =
+    6.5 * PARTITION_RUN_THREADS / (PARTITION_RUN_POINTS * PARTITION_RUN_DIM);
+/// The merge (each point's union of lists pruned with exact distances): 24.3 s.
+pub const MERGE_CORE_S_PER_VALUE: f64 =
+    24.3 * PARTITION_RUN_THREADS / (PARTITION_RUN_POINTS * PARTITION_RUN_DIM);
+/// The connect phase (a BFS over the lists, no vectors): 0.8 s.
+pub const CONNECT_CORE_S_PER_POINT: f64 = 0.8 * PARTITION_RUN_THREADS / PARTITION_RUN_POINTS;
+/// The k-means, per sample point, centre, dimension and iteration: 0.2 s
+/// for 13 centres on 26,000 sample points (13 x `PARTITION_SAMPLE_PER_SHARD`)
+/// and `PARTITION_KMEANS_ITERS` (12) iterations, the splits into 39 shards
+/// included.
+pub const KMEANS_CORE_S_PER_OP: f64 =
+    0.2 * PARTITION_RUN_THREADS / (26_000.0 * 13.0 * PARTITION_RUN_DIM * 12.0);
 
 /// One measured build.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -130,6 +183,15 @@ impl Calibration {
         if c.builds.iter().any(|b| b.n < 2 || b.graph_s <= 0.0 || b.threads == 0) {
             return Err("calibration: a build with n < 2, no graph time or no threads".into());
         }
+        // The partitioned model divides by the shard count.
+        let few = partition::SHARD_REPLICAS;
+        if let Some(b) = c.builds.iter().find(|b| b.shards.is_some_and(|s| s < few)) {
+            return Err(format!(
+                "calibration: build {} has {} shards; a partitioned build has at least {few}",
+                b.set,
+                b.shards.unwrap_or(0)
+            ));
+        }
         for b in c.fit_builds() {
             if c.sweep(&b.set).len() < 2 {
                 return Err(format!("calibration: set {} has fewer than 2 searches", b.set));
@@ -181,7 +243,7 @@ impl Calibration {
                 (b.dim as f64, per_point / (b.n as f64 / 1e6).powf(beta))
             })
             .collect();
-        Line::fit(&pts)
+        Line::fit_rising(&pts)
     }
 
     /// Graph core-seconds per point of an f32 build of `n` points.
@@ -198,7 +260,7 @@ impl Calibration {
                 (b.dim as f64, s)
             })
             .collect();
-        Line::fit(&pts)
+        Line::fit_rising(&pts)
     }
 
     /// Build core-seconds of an in-memory build of `n` x `dim` f32.
@@ -206,21 +268,39 @@ impl Calibration {
         n as f64 * (self.graph_per_point(n, dim) + self.other_rate().at(dim as f64))
     }
 
-    /// Measured over modelled cost of the partitioned build's graph phases:
-    /// each point is inserted twice into shards of `cap` points.
-    fn partition_factor(&self) -> Option<f64> {
-        let b = self.builds.iter().find(|b| b.role == "partitioned" && b.shards.is_some())?;
-        let cap = (2 * b.n) / b.shards? as u64;
-        let model = 2.0 * b.n as f64 * self.graph_per_point(cap, b.dim);
-        Some(graph_core_s(b) / model)
+    /// Core-seconds of the shard graphs of a partitioned build before the
+    /// measured factor: every point inserted `SHARD_REPLICAS` times into
+    /// shards of the expected size.
+    fn shard_graphs_model(&self, n: u64, dim: usize, shards: usize) -> f64 {
+        let inserts = (partition::SHARD_REPLICAS as u64 * n) as f64;
+        inserts * self.graph_per_point(shard_points(n, shards), dim)
     }
 
-    /// Build core-seconds of the partitioned build with shards of `cap` points.
-    pub fn partitioned_core_s(&self, n: u64, dim: usize, cap: u64) -> f64 {
+    /// Measured over modelled core-seconds of the partitioned build's shard
+    /// graphs, from the calibration's partitioned run.
+    fn partition_factor(&self) -> Option<f64> {
+        let b = self.builds.iter().find(|b| b.role == "partitioned" && b.shards.is_some())?;
+        let shards = b.shards?;
+        // Its graph time holds the shard graphs, the merge and the connect
+        // (bench/plan-calibrate.sh adds them up): the modelled merge and
+        // connect come out. They are rates of another run, so they may take
+        // at most half of it.
+        let phases = partition_phases(b.n, b.dim, shards);
+        let measured = graph_core_s(b);
+        let shard_graphs = (measured - phases.merge - phases.connect).max(measured / 2.0);
+        Some(shard_graphs / self.shard_graphs_model(b.n, b.dim, shards))
+    }
+
+    /// Core-seconds of each phase of a partitioned build of `n` x `dim` f32
+    /// in `shards` shards (at least one; a partition plan has at least
+    /// `SHARD_REPLICAS`).
+    pub fn partitioned_cost(&self, n: u64, dim: usize, shards: usize) -> PartitionedCost {
         let f = self.partition_factor().unwrap_or(1.0);
-        let nf = n as f64;
-        let graph = f * 2.0 * nf * self.graph_per_point(cap, dim);
-        graph + nf * self.other_rate().at(dim as f64)
+        PartitionedCost {
+            shard_graphs: f * self.shard_graphs_model(n, dim, shards),
+            rest: n as f64 * self.other_rate().at(dim as f64),
+            ..partition_phases(n, dim, shards)
+        }
     }
 
     /// Cost of one query at `recall` on set `set` (None: not reached).
@@ -353,15 +433,20 @@ impl Calibration {
         let mut growth = Vec::new();
         let family = self.family_of(profile);
         let growth_sets: Vec<String> = family.iter().map(|b| b.set.clone()).collect();
+        let growth_n_max = family.iter().map(|b| b.n).max().unwrap_or(pb.n);
         for b in family {
             let c = self.cost_at(&b.set, recall).ok_or_else(|| past(&b.set))?;
             growth.push(((b.n as f64).ln(), c));
         }
+        // Costs grow with N or stay (Line::fit_rising): measured sets whose
+        // reads fell with N are noise, not a trend to extrapolate.
         let line = |f: &dyn Fn(&QueryCost) -> f64| {
-            Line::fit(&growth.iter().map(|(x, c)| (*x, f(c))).collect::<Vec<_>>())
+            Line::fit_rising(&growth.iter().map(|(x, c)| (*x, f(c))).collect::<Vec<_>>())
         };
         let loglog = |f: &dyn Fn(&QueryCost) -> f64| {
-            Line::fit(&growth.iter().map(|(x, c)| (*x, f(c).max(1e-9).ln())).collect::<Vec<_>>())
+            let pts: Vec<(f64, f64)> =
+                growth.iter().map(|(x, c)| (*x, f(c).max(1e-9).ln())).collect();
+            Line::fit_rising(&pts)
         };
         // CPU per read grows as the codes leave the CPU caches: a property of
         // the machine and the code size, not the data, so it is read off
@@ -399,12 +484,12 @@ impl Calibration {
             reads_growth: loglog(&|c| c.reads),
             reads_growth_ln: line(&|c| c.reads),
             rounds_growth: loglog(&|c| c.rounds),
-            cpu_per_read_growth: Line::fit(&cpu_growth),
+            cpu_per_read_growth: Line::fit_rising(&cpu_growth),
             growth_ln_n_max: growth_x_max,
             growth_sets,
-            cpu_per_read_dim: Line::fit(&by_dim),
+            growth_n_max,
+            cpu_per_read_dim: Line::fit_rising(&by_dim),
             io_per_round_us: io.iter().sum::<f64>() / io.len().max(1) as f64,
-            n_measured_max: self.builds.iter().map(|b| b.n).max().unwrap_or(0),
         })
     }
 
@@ -493,6 +578,63 @@ fn graph_core_s(b: &BuildPoint) -> f64 {
     b.graph_s * b.threads as f64
 }
 
+/// Points one of `shards` shards of a partitioned build of `n` takes on
+/// average: every point is in `SHARD_REPLICAS` of them. (The shard cap is
+/// larger: shards are planned `SHARD_FILL` full and the clusters uneven.)
+fn shard_points(n: u64, shards: usize) -> u64 {
+    assert!(shards > 0, "a partitioned build has shards (Calibration::parse, partition::plan)");
+    (partition::SHARD_REPLICAS as u64 * n).div_ceil(shards as u64)
+}
+
+/// The partitioned build's k-means, assignment, merge and connect, from the
+/// measured per-point rates (the shard graphs and the rest left at 0).
+fn partition_phases(n: u64, dim: usize, shards: usize) -> PartitionedCost {
+    let (nf, d) = (n as f64, dim as f64);
+    // The k-means sample: PARTITION_SAMPLE_PER_SHARD a centre, at most
+    // PARTITION_SAMPLE_MAX (and N).
+    let sample = (shards as u64 * partition::PARTITION_SAMPLE_PER_SHARD as u64)
+        .min(partition::PARTITION_SAMPLE_MAX as u64)
+        .min(n) as f64;
+    let iterations = partition::PARTITION_KMEANS_ITERS as f64;
+    PartitionedCost {
+        kmeans: KMEANS_CORE_S_PER_OP * sample * shards as f64 * d * iterations,
+        assignment: ASSIGNMENT_CORE_S_PER_VALUE * nf * d,
+        shard_graphs: 0.0,
+        merge: MERGE_CORE_S_PER_VALUE * nf * d,
+        connect: CONNECT_CORE_S_PER_POINT * nf,
+        rest: 0.0,
+    }
+}
+
+/// Core-seconds (or seconds) of each phase of a partitioned build.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct PartitionedCost {
+    pub kmeans: f64,
+    pub assignment: f64,
+    pub shard_graphs: f64,
+    pub merge: f64,
+    pub connect: f64,
+    /// PQ, write and hot list, at the in-memory build's rate.
+    pub rest: f64,
+}
+
+impl PartitionedCost {
+    pub fn total(&self) -> f64 {
+        self.kmeans + self.assignment + self.shard_graphs + self.merge + self.connect + self.rest
+    }
+
+    fn scaled(&self, f: f64) -> PartitionedCost {
+        PartitionedCost {
+            kmeans: self.kmeans * f,
+            assignment: self.assignment * f,
+            shard_graphs: self.shard_graphs * f,
+            merge: self.merge * f,
+            connect: self.connect * f,
+            rest: self.rest * f,
+        }
+    }
+}
+
 /// Linear interpolation over sorted (x, y) points, clamped at the ends;
 /// None when a bracketing point has no value.
 fn interpolate_opt(pts: &[(f64, Option<f64>)], x: f64) -> Option<f64> {
@@ -542,6 +684,17 @@ impl Line {
         Line { intercept: my - slope * mx, slope, floor }
     }
 
+    /// The least-squares line with its slope held at or above 0 (where the
+    /// free fit falls, the best such line is the mean).
+    pub fn fit_rising(pts: &[(f64, f64)]) -> Line {
+        let l = Line::fit(pts);
+        if l.slope >= 0.0 {
+            return l;
+        }
+        let mean = pts.iter().map(|p| p.1).sum::<f64>() / pts.len() as f64;
+        Line { intercept: mean, slope: 0.0, floor: l.floor }
+    }
+
     pub fn at(&self, x: f64) -> f64 {
         (self.intercept + self.slope * x).max(self.floor)
     }
@@ -555,8 +708,9 @@ pub struct SearchModel {
     pub profile_n: u64,
     pub profile_dim: usize,
     pub at_profile: QueryCost,
-    /// ln reads and ln rounds against ln N (a power law, fitted on the
-    /// synthetic sets of one dimension measured at several sizes).
+    /// ln reads and ln rounds against ln N (a power law, fitted along the
+    /// profile's family, else the synthetic sets of one dimension measured
+    /// at several sizes).
     pub reads_growth: Line,
     pub rounds_growth: Line,
     /// Reads against ln N (the optimistic bound: a search's hops grow as
@@ -566,12 +720,13 @@ pub struct SearchModel {
     /// of them (it grows while the codes leave the CPU caches, then stays).
     pub cpu_per_read_growth: Line,
     pub growth_ln_n_max: f64,
-    /// The sets the reads and rounds growth was fitted on.
+    /// The sets the reads and rounds growth was fitted on, and the largest
+    /// N among them (past it the growth is extrapolated).
     pub growth_sets: Vec<String>,
+    pub growth_n_max: u64,
     /// CPU per read against the dimension (sets of one size).
     pub cpu_per_read_dim: Line,
     pub io_per_round_us: f64,
-    pub n_measured_max: u64,
 }
 
 impl SearchModel {
@@ -662,6 +817,25 @@ impl Workload {
         if self.ram_bytes == 0 || self.build_memory_bytes == 0 {
             return Err("--ram and --build-memory must be above 0".into());
         }
+        let bytes = [
+            ("--ram", Some(self.ram_bytes)),
+            ("--build-memory", Some(self.build_memory_bytes)),
+            ("--disk", self.disk_bytes),
+            ("--cache", Some(self.cache_bytes)),
+            ("--delta", Some(self.delta_bytes_max)),
+            ("--wal-retention", Some(self.wal_retention_bytes)),
+        ];
+        for (name, v) in bytes {
+            if let Some(v) = v
+                && v > OPTION_BYTES_MAX
+            {
+                return Err(format!(
+                    "{name} of {} GiB is more than {} GiB (OPTION_BYTES_MAX)",
+                    v >> 30,
+                    OPTION_BYTES_MAX >> 30
+                ));
+            }
+        }
         if !(self.disk_iops.is_finite() && self.disk_iops > 0.0) {
             return Err("--disk-iops must be above 0".into());
         }
@@ -714,7 +888,8 @@ pub struct Disk {
     pub total: u64,
     /// The input vectors (a build reads them; not needed after).
     pub build_input: u64,
-    /// The partitioned build's scratch files (freed when it ends).
+    /// The partitioned build's scratch files (freed when it ends); counted
+    /// also when that build is refused, as what it needs once it fits.
     pub build_scratch: u64,
     /// What a build needs at its peak: the input, the scratch, the index.
     pub build_total: u64,
@@ -730,6 +905,8 @@ pub struct Build {
     pub refused: Option<String>,
     pub in_memory_s: f64,
     pub partitioned_s: Option<f64>,
+    /// The partitioned build's seconds phase by phase.
+    pub partitioned_phases_s: Option<PartitionedCost>,
 }
 
 /// A query at the target recall.
@@ -750,8 +927,11 @@ pub struct Search {
     pub qps: f64,
     /// "disk" or "cpu": which bound `qps` is.
     pub bound: &'static str,
-    /// N past the largest measured (the ln N line is extrapolated).
+    /// N is past the largest set the reads' growth was fitted on
+    /// (`growth_n_max`): the power law is extrapolated. A check set
+    /// measured beyond it does not count, as nothing is fitted on it.
     pub extrapolated: bool,
+    pub growth_n_max: u64,
     /// The measured set the costs are grown from, its size and dimension.
     pub profile: String,
     pub profile_n: u64,
@@ -764,12 +944,27 @@ pub struct PqRow {
     pub pq_bytes: usize,
     pub codes_bytes: u64,
     pub ram_total_bytes: u64,
-    /// Reads at the target recall (None: not reached in the calibration).
+    /// Reads at the target recall (None: not reached in the calibration,
+    /// or below the sweep).
     pub reads: Option<f64>,
-    /// Recall at the plan's read budget.
+    /// Recall at the plan's read budget (None below the sweep).
     pub recall_at_budget: Option<f64>,
-    /// Within the sizes the sweep measured (else the nearest end's values).
-    pub measured: bool,
+    pub sweep: SweepPosition,
+}
+
+/// Where a PQ size lies against the sizes the sweep measured (in bytes per
+/// dimension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SweepPosition {
+    /// Below the smallest: nothing measured, so no reads or recall (the
+    /// smallest size's would be optimistic: fewer bytes need more reads).
+    Below,
+    /// Between two measured sizes (log-interpolated) or on one.
+    Inside,
+    /// Above the largest: its values, a bound (more bytes never need more
+    /// reads nor reach less recall).
+    Above,
 }
 
 /// A resource and the largest N it serves.
@@ -804,6 +999,9 @@ pub struct Plan {
     pub ram_pq_recall: Option<f64>,
     /// The sets of the PQ sweep used.
     pub pq_sweep: Vec<String>,
+    /// The chosen PQ size is below the sweep: its reads are the smallest
+    /// size's, a lower bound.
+    pub pq_below_sweep: bool,
     /// Largest N per resource, smallest first.
     pub limits: Vec<Limit>,
     pub fits: bool,
@@ -866,19 +1064,21 @@ fn build_for(w: &Workload, cal: &Calibration, build_factor: f64) -> Build {
             refused: None,
             in_memory_s,
             partitioned_s: None,
+            partitioned_phases_s: None,
         };
     }
     match partition::plan(w.n, w.dim, w.element, &opts, budget, w.cores) {
         Ok(p) => {
-            let s = cal.partitioned_core_s(w.n, w.dim, p.shard_points_max) * build_factor
-                / w.cores as f64;
+            let phases =
+                cal.partitioned_cost(w.n, w.dim, p.shards).scaled(build_factor / w.cores as f64);
             Build {
                 in_memory_bytes: in_memory,
                 budget_bytes: budget,
                 partitioned: Some(p),
                 refused: None,
                 in_memory_s,
-                partitioned_s: Some(s),
+                partitioned_s: Some(phases.total()),
+                partitioned_phases_s: Some(phases),
             }
         }
         Err(e) => Build {
@@ -888,8 +1088,33 @@ fn build_for(w: &Workload, cal: &Calibration, build_factor: f64) -> Build {
             refused: Some(e),
             in_memory_s,
             partitioned_s: None,
+            partitioned_phases_s: None,
         },
     }
+}
+
+/// Scratch disk a build of the workload writes: none in memory, else the
+/// partitioned build's, also when that build is refused (it is what the
+/// build needs once given the memory). So the disk a build needs grows
+/// with N, which the bisection for the disk's limit relies on; counting a
+/// refused build without scratch made larger N look cheaper.
+fn build_scratch_bytes(w: &Workload) -> u64 {
+    let opts = w.build_options();
+    if estimate_memory_bytes_for(w.n, w.dim, w.element, &opts, w.cores) <= w.build_memory_bytes {
+        return 0;
+    }
+    // The scratch holds every point SHARD_REPLICAS times whatever the shard
+    // count, so it does not depend on the budget: plan with no bound.
+    partition::plan(w.n, w.dim, w.element, &opts, u64::MAX, w.cores)
+        .expect("with no memory bound every N up to NODES_MAX has a partition plan")
+        .scratch_bytes
+}
+
+/// Disk the workload needs at its peak: serving (two generations, the WAL,
+/// the id map) or building (input, scratch and index).
+fn disk_need_bytes(w: &Workload) -> u64 {
+    let d = disk_for(w, build_scratch_bytes(w));
+    d.total.max(d.build_total)
 }
 
 /// The query cost for a workload: the f32 model, the dtype's factor and
@@ -915,7 +1140,8 @@ fn search_for(w: &Workload, model: &SearchModel, reads_factor: f64) -> Search {
         qps_cpu,
         qps,
         bound,
-        extrapolated: w.n > model.n_measured_max,
+        extrapolated: w.n > model.growth_n_max,
+        growth_n_max: model.growth_n_max,
         profile: model.profile.clone(),
         profile_n: model.profile_n,
         profile_dim: model.profile_dim,
@@ -967,11 +1193,24 @@ pub fn plan(w: &Workload, cal: &Calibration) -> Result<Plan, String> {
             w.pq_bytes, ratio, w.recall
         ));
     };
+    // Below the sweep's smallest size nothing was measured; above its
+    // largest, the largest's values are a bound (more bytes never need more
+    // reads). The tolerance absorbs the rounding of bytes per dimension.
+    let position = |ratio: f64| {
+        if ratio < sweep_lo * 0.999 {
+            SweepPosition::Below
+        } else if ratio > sweep_hi * 1.001 {
+            SweepPosition::Above
+        } else {
+            SweepPosition::Inside
+        }
+    };
+    // The chosen size below the sweep is still planned, at the smallest
+    // size's reads (flagged: a lower bound).
     let reads_factor = dtype_reads * own_pq;
     let ram = ram_for(w, w.pq_bytes);
     let build = build_for(w, cal, build_factor);
-    let scratch = build.partitioned.as_ref().map_or(0, |p| p.scratch_bytes);
-    let disk = disk_for(w, scratch);
+    let disk = disk_for(w, build_scratch_bytes(w));
     let search = search_for(w, &model, reads_factor);
 
     // The read budget: what the disk allows at the QPS asked for, else what
@@ -984,17 +1223,18 @@ pub fn plan(w: &Workload, cal: &Calibration) -> Result<Plan, String> {
     };
     let own_sweep_reads = cal.sweep_reads(&sweep, ratio, w.recall);
     let budget_at_sweep = own_sweep_reads.map(|r| read_budget * r / search.reads);
-    // Below the sweep's smallest size nothing was measured: no value (above
-    // its largest, the largest's recall is a floor, kept).
     let recall_at_budget = |ratio: f64| -> Option<f64> {
-        if ratio < sweep_lo * 0.999 {
+        if position(ratio) == SweepPosition::Below {
             return None;
         }
         cal.sweep_recall(&sweep, ratio, budget_at_sweep?)
     };
-    // Sizes at the sweep's ratios (and the chosen one), for this dimension.
-    let mut sizes: Vec<usize> =
-        sweep.iter().map(|(r, _)| ((r * w.dim as f64).round() as usize).clamp(1, w.dim)).collect();
+    // Sizes at the sweep's ratios (and the chosen one), for this dimension,
+    // rounded up so that the smallest stays within the sweep.
+    let mut sizes: Vec<usize> = sweep
+        .iter()
+        .map(|(r, _)| ((r * w.dim as f64 - 1e-6).ceil() as usize).clamp(1, w.dim))
+        .collect();
     sizes.push(w.pq_bytes);
     sizes.sort_unstable();
     sizes.dedup();
@@ -1002,13 +1242,17 @@ pub fn plan(w: &Workload, cal: &Calibration) -> Result<Plan, String> {
         .iter()
         .map(|&p| {
             let r = p as f64 / w.dim as f64;
+            let sweep = position(r);
             PqRow {
                 pq_bytes: p,
                 codes_bytes: w.n * p as u64,
                 ram_total_bytes: ram_for(w, p).total,
-                reads: pq_factor(r).map(|f| search.reads / own_pq * f),
+                reads: match sweep {
+                    SweepPosition::Below => None,
+                    _ => pq_factor(r).map(|f| search.reads / own_pq * f),
+                },
                 recall_at_budget: recall_at_budget(r),
-                measured: r >= sweep_lo * 0.999 && r <= sweep_hi * 1.001,
+                sweep,
             }
         })
         .collect();
@@ -1066,12 +1310,7 @@ pub fn plan(w: &Workload, cal: &Calibration) -> Result<Plan, String> {
     if let Some(d) = w.disk_bytes {
         limits.push(Limit {
             resource: "disk",
-            n_max: largest_n(hi, |n| {
-                let wn = w.with_n(n);
-                let b = build_for(&wn, cal, 1.0);
-                let disk = disk_for(&wn, b.partitioned.map_or(0, |p| p.scratch_bytes));
-                disk.total.max(disk.build_total) <= d
-            }),
+            n_max: largest_n(hi, |n| disk_need_bytes(&w.with_n(n)) <= d),
             detail: format!(
                 "{} of disk: two generations, the WAL and the id map, or a build's input, \
                  scratch and index",
@@ -1105,6 +1344,7 @@ pub fn plan(w: &Workload, cal: &Calibration) -> Result<Plan, String> {
         ram_pq_max,
         ram_pq_recall,
         pq_sweep: sweep.iter().map(|s| s.1.clone()).collect(),
+        pq_below_sweep: position(ratio) == SweepPosition::Below,
         limits,
         fits,
         calibration: format!("{} ({})", cal.measured, cal.command),
@@ -1197,6 +1437,16 @@ pub fn render(p: &Plan) -> String {
                 gib(pp.memory_bytes),
                 duration(b.partitioned_s.unwrap_or(0.0))
             );
+            if let Some(ph) = &b.partitioned_phases_s {
+                let _ = writeln!(
+                    s,
+                    "  (shard graphs {}; k-means, assignment, merge and connect {}; PQ, write \
+                     and hot list {})",
+                    duration(ph.shard_graphs),
+                    duration(ph.kmeans + ph.assignment + ph.merge + ph.connect),
+                    duration(ph.rest)
+                );
+            }
             let _ =
                 writeln!(s, "  (in memory, with RAM for it: about {})", duration(b.in_memory_s));
         }
@@ -1214,7 +1464,14 @@ pub fn render(p: &Plan) -> String {
         s,
         "\nsearch at recall@10 {}{}:",
         w.recall,
-        if q.extrapolated { " (extrapolated past the measured sizes)" } else { "" }
+        if q.extrapolated {
+            format!(
+                " (extrapolated past {}, the largest size the growth was fitted on)",
+                count(q.growth_n_max)
+            )
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(
         s,
@@ -1240,6 +1497,14 @@ pub fn render(p: &Plan) -> String {
         "  QPS at most {:.0} ({}-bound; disk allows {:.0}, cores {:.0})",
         q.qps, q.bound, q.qps_disk, q.qps_cpu
     );
+    if p.pq_below_sweep {
+        let _ = writeln!(
+            s,
+            "  (PQ {} bytes is below the sizes the sweep measured: these reads are its \
+             smallest size's, a lower bound)",
+            w.pq_bytes
+        );
+    }
     if q.reads_ln < q.reads * 0.9 {
         let _ = writeln!(
             s,
@@ -1272,9 +1537,17 @@ pub fn render(p: &Plan) -> String {
             row.pq_bytes,
             gib(row.codes_bytes),
             gib(row.ram_total_bytes),
-            row.reads.map_or("not reached".into(), |x| format!("{x:.0}")),
+            match (row.sweep, row.reads) {
+                (SweepPosition::Below, _) => "-".into(),
+                (_, None) => "not reached".into(),
+                (_, Some(x)) => format!("{x:.0}"),
+            },
             row.recall_at_budget.map_or("-".into(), |x| format!("{x:.3}")),
-            if row.measured { "" } else { "  (outside the sweep: its end's values)" }
+            match row.sweep {
+                SweepPosition::Below => "  (below the sweep: not measured)",
+                SweepPosition::Inside => "",
+                SweepPosition::Above => "  (above the sweep: its largest size's values, a bound)",
+            }
         );
     }
     match (p.tipping_pq_bytes, p.tipping_ram_bytes) {
@@ -1299,7 +1572,7 @@ pub fn render(p: &Plan) -> String {
         p.ram_pq_max,
         p.ram_pq_recall.map(|r| format!(": recall {r:.3} at the budget")).unwrap_or_default()
     );
-    let _ = writeln!(s, "\nlimits (largest N each resource serves, first to run out first):");
+    let _ = writeln!(s, "\nlimits (the largest N each resource serves, smallest first):");
     for l in &p.limits {
         let _ = writeln!(s, "  {:<13} {:>8}  {}", l.resource, count(l.n_max), l.detail);
     }

@@ -249,3 +249,200 @@ fn predictions_hold_on_the_measured_check_sets() {
         }
     }
 }
+
+/// Growth fitted on sets whose costs fall with N (noise) is held flat: more
+/// points never cost fewer reads, rounds or CPU. Checked on a calibration
+/// whose larger set reads less than its smaller one.
+#[test]
+fn fitted_growth_never_falls_with_n() {
+    let l = Line::fit_rising(&[(1.0, 7.0), (3.0, 3.0)]);
+    assert_eq!((l.slope, l.at(100.0)), (0.0, 5.0), "the best flat line: the mean");
+    let rising = Line::fit_rising(&[(1.0, 3.0), (3.0, 7.0)]);
+    assert_eq!(rising, Line::fit(&[(1.0, 3.0), (3.0, 7.0)]));
+    let mut c = tiny_calibration();
+    for s in c.searches.iter_mut().filter(|s| s.set == "b") {
+        s.reads /= 4.0;
+        s.rounds /= 4.0;
+        s.cpu_us /= 8.0;
+    }
+    let m = c.search_model(0.95, "a").unwrap();
+    for (name, l) in [
+        ("reads", m.reads_growth),
+        ("rounds", m.rounds_growth),
+        ("reads ln N", m.reads_growth_ln),
+        ("cpu per read", m.cpu_per_read_growth),
+    ] {
+        assert!(l.slope >= 0.0, "{name}: {l:?}");
+    }
+    let (small, big) = (m.cost(1000, 64), m.cost(1_000_000, 64));
+    assert!(big.reads >= small.reads && big.rounds >= small.rounds, "{small:?} {big:?}");
+    assert!(big.cpu_us >= small.cpu_us, "{small:?} {big:?}");
+    assert!(m.reads_ln(1_000_000) >= m.reads_ln(1000));
+    // A build that is cheaper at the larger dimension: the rate is held flat.
+    let mut c = tiny_calibration();
+    c.builds[1].dim = 128;
+    c.builds[1].graph_s = 1.0;
+    c.builds[1].total_s = 1.5;
+    assert!(c.build_core_s(1_000_000, 512) >= c.build_core_s(1_000_000, 64));
+}
+
+/// The extrapolation flag is set past the largest set the reads' growth was
+/// fitted on, not past the 1M check set (measured, never fitted): 500K
+/// grown from the 100K and 300K synthetic sets is extrapolated.
+#[test]
+fn extrapolated_past_the_growth_sets_not_the_check_set() {
+    let c = Calibration::builtin();
+    let checked = c.builds.iter().filter(|b| b.role == "check").map(|b| b.n).max().unwrap();
+    let at = |n: u64, profile: &str| {
+        let w = Workload { profile: Some(profile.into()), ..workload(n, 128) };
+        plan(&w, &c).unwrap().search
+    };
+    let s = at(300_000, "f32-128-300000");
+    assert!(!s.extrapolated && s.growth_n_max == 300_000, "{s:?}");
+    let s = at(500_000, "f32-128-300000");
+    assert!(s.extrapolated && 500_000 < checked, "{s:?}");
+    // The real set's family reaches 100K.
+    let real = c.default_profile().to_string();
+    assert!(at(200_000, &real).extrapolated);
+    assert!(!at(100_000, &real).extrapolated);
+}
+
+/// Byte options past OPTION_BYTES_MAX are refused by name, and at the limit
+/// every sum is still larger than its parts (none wraps).
+#[test]
+fn absurd_byte_options_are_refused_and_sums_do_not_wrap() {
+    let c = Calibration::builtin();
+    let huge = u64::MAX / 2 + 1;
+    let cases: Vec<(Workload, &str)> = vec![
+        (Workload { delta_bytes_max: huge, ..workload(1000, 128) }, "--delta"),
+        (Workload { cache_bytes: u64::MAX, ..workload(1000, 128) }, "--cache"),
+        (Workload { wal_retention_bytes: huge, ..workload(1000, 128) }, "--wal-retention"),
+        (Workload { disk_bytes: Some(u64::MAX), ..workload(1000, 128) }, "--disk"),
+        (Workload { ram_bytes: u64::MAX, ..workload(1000, 128) }, "--ram"),
+    ];
+    for (w, needle) in cases {
+        let e = plan(&w, &c).unwrap_err();
+        assert!(e.contains(needle) && e.contains("OPTION_BYTES_MAX"), "{needle}: {e}");
+    }
+    let max = OPTION_BYTES_MAX;
+    let w = Workload {
+        delta_bytes_max: max,
+        cache_bytes: max,
+        wal_retention_bytes: max,
+        ram_bytes: max,
+        build_memory_bytes: max,
+        disk_bytes: Some(max),
+        ..workload(crate::format::NODES_MAX, 128)
+    };
+    let p = plan(&w, &c).unwrap();
+    assert!(p.ram.total >= 3 * max && p.ram.total >= p.ram.codes, "{:?}", p.ram);
+    assert!(p.disk.total >= 2 * max && p.disk.build_total >= p.disk.index, "{:?}", p.disk);
+    assert!(!p.fits);
+}
+
+/// The disk's largest N is the boundary of the disk a build needs, also
+/// where the build is refused for its memory: a refused build still needs
+/// its scratch once it runs, so the need grows with N and the bisection
+/// cannot land on a larger N that looked cheaper.
+#[test]
+fn disk_limit_is_the_boundary_past_a_refused_build() {
+    let c = Calibration::builtin();
+    let mut w = workload(1_000_000, 128);
+    w.build_memory_bytes = 4 << 30;
+    let p = plan(&w, &c).unwrap();
+    let refused_from = p.limits.iter().find(|l| l.resource == "build memory").unwrap().n_max + 1;
+    assert!(refused_from > 1000 && refused_from < crate::format::NODES_MAX, "{:?}", p.limits);
+    let base = w.clone();
+    let need = |n: u64| disk_need_bytes(&base.with_n(n));
+    assert!(
+        need(refused_from) >= need(refused_from - 1),
+        "the need falls where the build is refused"
+    );
+    assert!(plan(&w.with_n(refused_from), &c).unwrap().disk.build_scratch > 0);
+    // Disks that hold the partitioned build of some N short of the refusal
+    // (and the serving files of N past it): the disk's limit is that N.
+    for share in [0.5, 0.9, 0.99] {
+        let n = (refused_from as f64 * share) as u64;
+        w.disk_bytes = Some(need(n));
+        let p = plan(&w, &c).unwrap();
+        let n_max = p.limits.iter().find(|l| l.resource == "disk").unwrap().n_max;
+        assert_eq!(n_max, n, "share {share} of {refused_from}");
+    }
+}
+
+/// A partitioned build costs its shard graphs at the expected shard size
+/// (2N / shards, not the larger cap) plus its k-means, assignment, merge and
+/// connect; held to the 2M x 128 run of bench/partitioned.sh (926 s with 2
+/// threads under 0.5 GiB, bench/results/partitioned-2m-2026-12-06.jsonl).
+#[test]
+fn partitioned_build_time_counts_every_phase_at_the_expected_shard_size() {
+    let c = Calibration::builtin();
+    let profile = "f32-128-300000";
+    let mut w = workload(2_000_000, 128);
+    w.cores = 2;
+    w.build_memory_bytes = 512 << 20;
+    w.profile = Some(profile.into());
+    let p = plan(&w, &c).unwrap();
+    let (pp, ph) = (p.build.partitioned.clone().unwrap(), p.build.partitioned_phases_s.unwrap());
+    for (name, s) in [
+        ("k-means", ph.kmeans),
+        ("assignment", ph.assignment),
+        ("shard graphs", ph.shard_graphs),
+        ("merge", ph.merge),
+        ("connect", ph.connect),
+        ("rest", ph.rest),
+    ] {
+        assert!(s > 0.0, "{name}: {ph:?}");
+    }
+    let sum = ph.kmeans + ph.assignment + ph.shard_graphs + ph.merge + ph.connect + ph.rest;
+    assert!((p.build.partitioned_s.unwrap() - sum).abs() < 1e-9 * sum, "{:?}", p.build);
+    let f = c.partition_factor().unwrap();
+    let factor = c.profile_build_factor(profile) / w.cores as f64;
+    let expected = 2.0 * 2e6 * c.graph_per_point(4_000_000u64.div_ceil(pp.shards as u64), 128);
+    assert!((ph.shard_graphs - f * expected * factor).abs() < 1e-6 * ph.shard_graphs, "{ph:?}");
+    let total = ph.total();
+    assert!((0.6..=1.6).contains(&(total / 926.2)), "{total:.0} s against 926 s: {ph:?}");
+}
+
+/// A calibration whose partitioned run has fewer than 2 shards is refused
+/// when parsed (the model divides by the shard count).
+#[test]
+fn calibration_with_zero_shards_is_refused() {
+    let mut c = tiny_calibration();
+    c.builds.push(BuildPoint {
+        set: "s".into(),
+        role: "partitioned".into(),
+        shards: Some(0),
+        ..c.builds[1].clone()
+    });
+    let e = Calibration::parse(&serde_json::to_string(&c).unwrap()).unwrap_err();
+    assert!(e.contains("0 shards"), "{e}");
+    c.builds.last_mut().unwrap().shards = Some(2);
+    Calibration::parse(&serde_json::to_string(&c).unwrap()).unwrap();
+}
+
+/// PQ sizes below the sweep show nothing (nothing was measured); above it
+/// they keep the largest size's reads, flagged as a bound; a chosen size
+/// below the sweep is planned at the smallest's reads and flagged.
+#[test]
+fn pq_sizes_outside_the_sweep() {
+    let c = tiny_calibration();
+    let row = |p: &Plan, bytes: usize| p.pq.iter().find(|r| r.pq_bytes == bytes).unwrap().clone();
+    let p = plan(&Workload { pq_bytes: 32, ..workload(1000, 64) }, &c).unwrap();
+    let (largest, above) = (row(&p, 16), row(&p, 32));
+    assert_eq!((largest.sweep, above.sweep), (SweepPosition::Inside, SweepPosition::Above));
+    assert_eq!(above.reads, largest.reads);
+    assert!(above.reads.is_some() && !p.pq_below_sweep);
+    assert!(render(&p).contains("above the sweep"));
+    let p = plan(&Workload { pq_bytes: 2, ..workload(1000, 64) }, &c).unwrap();
+    let (below, smallest) = (row(&p, 2), row(&p, 4));
+    assert_eq!((below.sweep, smallest.sweep), (SweepPosition::Below, SweepPosition::Inside));
+    assert_eq!((below.reads, below.recall_at_budget), (None, None));
+    assert!(smallest.reads.is_some() && p.pq_below_sweep);
+    assert!((p.search.reads - smallest.reads.unwrap()).abs() < 1e-9);
+    let text = render(&p);
+    assert!(
+        text.contains("below the sweep: not measured") && text.contains("lower bound"),
+        "{text}"
+    );
+}
