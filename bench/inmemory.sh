@@ -25,7 +25,9 @@ OUT=${OUT:-/tmp/basalt-bench-inmemory}
 SYN_N=${SYN_N:-200000}
 LS=${LS:-10,12,14,16,20,24,30,40,50,60,80,100,140}
 EFS=${EFS:-10,12,14,16,20,24,30,40,50,60,80,100,140,200}
-R=${R:-64}; BUILD_L=${BUILD_L:-100}; ALPHA=${ALPHA:-1.2}; PQ=${PQ:-32}
+# basalt is built at each R of BASALT_RS: 32 is the degree of hnswlib M16's
+# base layer (2M links), 64 the disk default.
+BASALT_RS=${BASALT_RS:-"32 64"}; BUILD_L=${BUILD_L:-100}; ALPHA=${ALPHA:-1.2}; PQ=${PQ:-32}
 cargo build --release --manifest-path "$HERE/Cargo.toml" >/dev/null
 B="$HERE/target/release/basalt"
 bash "$HERE/bench/peers.sh" >/dev/null
@@ -39,16 +41,18 @@ run_set() { # name base queries gt metric
   local dir="$OUT/$name"
   mkdir -p "$dir"
   : > "$dir/builds.jsonl"
-  log "$name: basalt build"
-  "$B" build --data "$base" --metric "$metric" --out "$dir/basalt" --R "$R" --L "$BUILD_L" \
-    --alpha "$ALPHA" --pq-bytes "$PQ" --threads "$THREADS" --seed 1 --force --json \
-    2> "$dir/basalt_build.log" > "$dir/basalt_build.json"
-  "$PY" -c '
+  for r in $BASALT_RS; do
+    log "$name: basalt build, R $r"
+    "$B" build --data "$base" --metric "$metric" --out "$dir/basalt-R$r" --R "$r" --L "$BUILD_L" \
+      --alpha "$ALPHA" --pq-bytes "$PQ" --threads "$THREADS" --seed 1 --force --json \
+      2> "$dir/basalt-R$r.build.log" > "$dir/basalt-R$r.build.json"
+    "$PY" -c '
 import json, sys
 s = json.load(open(sys.argv[1]))
-print(json.dumps({"system": "basalt", "build_s": s["total_s"],
-                  "peak_rss_mb": s["peak_rss_bytes"] / 2**20, "index_bytes": s.get("index_bytes")}))
-' "$dir/basalt_build.json" >> "$dir/builds.jsonl"
+print(json.dumps({"system": sys.argv[2], "build_s": s["total_s"],
+                  "peak_rss_mb": s["peak_rss_bytes"] / 2**20}))
+' "$dir/basalt-R$r.build.json" "basalt-R$r" >> "$dir/builds.jsonl"
+  done
   for sys in hnswlib:16 hnswlib:32 faiss:32; do
     local lib=${sys%%:*} m=${sys##*:}
     log "$name: $lib M$m build"
@@ -60,16 +64,18 @@ print(json.dumps({"system": "basalt", "build_s": s["total_s"],
   : > "$dir/search.jsonl"
   for rep in $(seq "$REPS"); do
     log "$name: search rep $rep"
-    "$B" search --index "$dir/basalt" --queries "$queries" --gt "$gt" --k 10 --L "$LS" \
-      --threads "$THREADS" --in-memory --json 2>> "$dir/basalt_search.log" \
-      | "$PY" -c '
+    for r in $BASALT_RS; do
+      "$B" search --index "$dir/basalt-R$r" --queries "$queries" --gt "$gt" --k 10 --L "$LS" \
+        --threads "$THREADS" --in-memory --json 2>> "$dir/basalt_search.log" \
+        | "$PY" -c '
 import json, sys
 for line in sys.stdin:
     r = json.loads(line)
-    print(json.dumps({"system": "basalt-mem", "rep": int(sys.argv[1]), "L": r["L"], "recall": r["recall"],
+    print(json.dumps({"system": sys.argv[2], "rep": int(sys.argv[1]), "L": r["L"], "recall": r["recall"],
                       "qps": r["qps"], "peak_rss_mb": (r.get("peak_rss_bytes") or 0) / 2**20,
                       "hops": r["hops_mean"]}))
-' "$rep" >> "$dir/search.jsonl"
+' "$rep" "basalt-mem-R$r" >> "$dir/search.jsonl"
+    done
     for sys in hnswlib:16 hnswlib:32 faiss:32; do
       local lib=${sys%%:*} m=${sys##*:}
       "$PY" "$HB" search --lib "$lib" --M "$m" --index "$dir/$lib-M$m.index" --data "$base" \

@@ -95,7 +95,8 @@ p = s.get("partition")
 print(json.dumps({"kind": "build", "set": name, "role": role, "family": family, "n": int(n), "dim": int(dim),
                   "dtype": dtype, "pq_bytes": int(pq), "threads": int(threads),
                   "graph_s": round(graph, 2), "total_s": round(s["total_s"], 2),
-                  "peak_rss_bytes": s["peak_rss_bytes"], "shards": p["shards"] if p else None}))
+                  "peak_rss_bytes": s["peak_rss_bytes"], "shards": p["shards"] if p else None,
+                  "copies_per_point": round(sum(p["shard_points"]) / int(n), 4) if p else None}))
 for line in open(f"search-{name}.jsonl"):
     r = json.loads(line)
     print(json.dumps({"kind": "search", "set": name, "role": role, "family": family, "n": int(n), "dim": int(dim),

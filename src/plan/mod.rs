@@ -11,8 +11,9 @@
 //! budget. The models are deliberately simple and say what they assume:
 //! - build: graph core-seconds per point grow as a power of N (the exponent
 //!   fitted on the synthetic sizes, held to 0..=1) and linearly with the
-//!   dimension; cores scale linearly. The partitioned build inserts 2N
-//!   points into shards of the expected size 2N / shards, and adds its
+//!   dimension; cores scale linearly. The partitioned build inserts 2.5N
+//!   points (2 copies, and a third for boundary points) into shards of the
+//!   expected size 2.5N / shards, and adds its
 //!   k-means, assignment pass, merge and connect from the per-point rates of
 //!   a measured run (the `*_CORE_S_PER_*` constants);
 //! - reads and rounds at a recall grow as a power of N fitted along the
@@ -121,6 +122,11 @@ pub struct BuildPoint {
     pub total_s: f64,
     pub peak_rss_bytes: Option<u64>,
     pub shards: Option<usize>,
+    /// Copies per point a partitioned build placed (sum of its shard
+    /// sizes over N); a calibration made before the third copies holds
+    /// none, and those builds placed 2.
+    #[serde(default)]
+    pub copies_per_point: Option<f64>,
 }
 
 /// One measured search at one L (1 thread, no entry cache).
@@ -269,11 +275,11 @@ impl Calibration {
     }
 
     /// Core-seconds of the shard graphs of a partitioned build before the
-    /// measured factor: every point inserted `SHARD_REPLICAS` times into
-    /// shards of the expected size.
-    fn shard_graphs_model(&self, n: u64, dim: usize, shards: usize) -> f64 {
-        let inserts = (partition::SHARD_REPLICAS as u64 * n) as f64;
-        inserts * self.graph_per_point(shard_points(n, shards), dim)
+    /// measured factor: every point inserted `copies` times into shards of
+    /// the expected size.
+    fn shard_graphs_model(&self, n: u64, dim: usize, shards: usize, copies: f64) -> f64 {
+        let inserts = copies * n as f64;
+        inserts * self.graph_per_point(shard_points(n, shards, copies), dim)
     }
 
     /// Measured over modelled core-seconds of the partitioned build's shard
@@ -288,7 +294,8 @@ impl Calibration {
         let phases = partition_phases(b.n, b.dim, shards);
         let measured = graph_core_s(b);
         let shard_graphs = (measured - phases.merge - phases.connect).max(measured / 2.0);
-        Some(shard_graphs / self.shard_graphs_model(b.n, b.dim, shards))
+        let copies = b.copies_per_point.unwrap_or(partition::SHARD_REPLICAS as f64);
+        Some(shard_graphs / self.shard_graphs_model(b.n, b.dim, shards, copies))
     }
 
     /// Core-seconds of each phase of a partitioned build of `n` x `dim` f32
@@ -297,7 +304,7 @@ impl Calibration {
     pub fn partitioned_cost(&self, n: u64, dim: usize, shards: usize) -> PartitionedCost {
         let f = self.partition_factor().unwrap_or(1.0);
         PartitionedCost {
-            shard_graphs: f * self.shard_graphs_model(n, dim, shards),
+            shard_graphs: f * self.shard_graphs_model(n, dim, shards, PARTITION_COPIES_EXPECTED),
             rest: n as f64 * self.other_rate().at(dim as f64),
             ..partition_phases(n, dim, shards)
         }
@@ -579,12 +586,18 @@ fn graph_core_s(b: &BuildPoint) -> f64 {
 }
 
 /// Points one of `shards` shards of a partitioned build of `n` takes on
-/// average: every point is in `SHARD_REPLICAS` of them. (The shard cap is
+/// average when every point is in `copies` of them. (The shard cap is
 /// larger: shards are planned `SHARD_FILL` full and the clusters uneven.)
-fn shard_points(n: u64, shards: usize) -> u64 {
+fn shard_points(n: u64, shards: usize, copies: f64) -> u64 {
     assert!(shards > 0, "a partitioned build has shards (Calibration::parse, partition::plan)");
-    (partition::SHARD_REPLICAS as u64 * n).div_ceil(shards as u64)
+    (copies * n as f64 / shards as f64).ceil() as u64
 }
+
+/// Copies per point a partitioned build is expected to place: 2, plus the
+/// third copies of points near three-way boundaries, which the builds
+/// measured placed for about half the points (2.49 on 300K x 128, 2.53 on
+/// 100K x 64 synthetic; `partition::THIRD_COPY_RATIO`).
+pub const PARTITION_COPIES_EXPECTED: f64 = 2.5;
 
 /// The partitioned build's k-means, assignment, merge and connect, from the
 /// measured per-point rates (the shard graphs and the rest left at 0).

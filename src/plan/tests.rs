@@ -69,6 +69,7 @@ fn tiny_calibration() -> Calibration {
         total_s: 12.0,
         peak_rss_bytes: None,
         shards: None,
+        copies_per_point: None,
     };
     let search = |set: &str, l: usize, recall: f64, reads: f64| SearchPoint {
         set: set.into(),
@@ -371,7 +372,7 @@ fn disk_limit_is_the_boundary_past_a_refused_build() {
 }
 
 /// A partitioned build costs its shard graphs at the expected shard size
-/// (2N / shards, not the larger cap) plus its k-means, assignment, merge and
+/// (2.5N / shards, not the larger cap) plus its k-means, assignment, merge and
 /// connect; held to the 2M x 128 run of bench/partitioned.sh (926 s with 2
 /// threads under 0.5 GiB, bench/results/partitioned-2m-2026-12-06.jsonl).
 #[test]
@@ -398,10 +399,14 @@ fn partitioned_build_time_counts_every_phase_at_the_expected_shard_size() {
     assert!((p.build.partitioned_s.unwrap() - sum).abs() < 1e-9 * sum, "{:?}", p.build);
     let f = c.partition_factor().unwrap();
     let factor = c.profile_build_factor(profile) / w.cores as f64;
-    let expected = 2.0 * 2e6 * c.graph_per_point(4_000_000u64.div_ceil(pp.shards as u64), 128);
+    let copies = PARTITION_COPIES_EXPECTED;
+    let shard = (copies * 2e6 / pp.shards as f64).ceil() as u64;
+    let expected = copies * 2e6 * c.graph_per_point(shard, 128);
     assert!((ph.shard_graphs - f * expected * factor).abs() < 1e-6 * ph.shard_graphs, "{ph:?}");
+    // The 926 s run placed 2 copies a point; the model counts the third
+    // copies too (2.5 a point: 1.25x the shard inserts), hence up to 2x.
     let total = ph.total();
-    assert!((0.6..=1.6).contains(&(total / 926.2)), "{total:.0} s against 926 s: {ph:?}");
+    assert!((0.6..=2.0).contains(&(total / 926.2)), "{total:.0} s against 926 s: {ph:?}");
 }
 
 /// A calibration whose partitioned run has fewer than 2 shards is refused

@@ -47,12 +47,6 @@ impl Beam {
         }
     }
 
-    /// Whether `id` was scored already in this query.
-    #[inline]
-    pub(crate) fn was_seen(&self, id: u32) -> bool {
-        self.seen.contains(&id)
-    }
-
     /// Offers a neighbour of an expanded node: scored with `distance` and put
     /// in the pool unless it was seen before. Returns whether it was scored.
     #[inline]

@@ -13,23 +13,24 @@
 //! fixed stride of R with their degrees beside them: a node costs
 //! `dim x element + 4 R + 2` bytes ([`MemGraph::bytes_for`]).
 //!
-//! The search ([`search`]) keeps the disk search's pool of L (the same
-//! [`Beam`]) but expands one candidate at a time (W = 1: nothing to overlap)
-//! and scores every neighbour exactly; the pool's distances are then exact
-//! and the answer is the best k accepted nodes among all scored ones. The
-//! neighbours' vectors are prefetched before they are scored.
+//! The search ([`search`]) keeps a pool of the best L scored nodes, as the
+//! disk search does, but expands one candidate at a time (W = 1: nothing to
+//! overlap) and scores every neighbour exactly, so the pool's distances are
+//! exact and its head is the answer. Seen nodes are stamped in a per-thread
+//! array of 2 bytes a node (no hashing); the neighbours' vectors are
+//! prefetched before they are scored.
 
 use std::any::Any;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use super::beam::Beam;
 use super::{QueryStats, SearchError, SearchHooks, SearchParams, SearchResult};
 use crate::distance::{Distance, DistanceElement, prefetch};
 use crate::format::graph::Layout;
 use crate::format::{FormatError, SECTOR_BYTES};
 use crate::topk::TopK;
+use crate::vamana::Candidate;
 
 /// Cache lines of each neighbour's vector prefetched before scoring
 /// (the rest stream in as the kernel reads them).
@@ -160,13 +161,46 @@ impl MemGraph {
 /// Per-thread scratch of the in-memory search.
 #[derive(Default)]
 pub(crate) struct MemScratch {
-    beam: Beam,
-    batch: Vec<u32>,
+    /// The best L scored nodes by (exact distance, id).
+    pool: Vec<Candidate>,
+    /// `stamps[id] == epoch`: node `id` was scored in this query (2 bytes a
+    /// node per searcher, cleared once every 65,535 queries).
+    stamps: Vec<u16>,
+    epoch: u16,
     fresh: Vec<u32>,
 }
 
+impl MemScratch {
+    /// Starts a query over `n` nodes: nothing seen.
+    fn begin(&mut self, n: usize) {
+        if self.stamps.len() != n {
+            self.stamps = vec![0; n];
+            self.epoch = 0;
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.stamps.fill(0);
+            self.epoch = 1;
+        }
+        self.pool.clear();
+    }
+
+    /// Marks `id` seen; returns whether it was new.
+    #[inline]
+    fn mark(&mut self, id: u32) -> bool {
+        let slot = &mut self.stamps[id as usize];
+        let new = *slot != self.epoch;
+        *slot = self.epoch;
+        new
+    }
+}
+
 /// Best-first search of the in-memory graph from `medoid` for the query
-/// `q` (already prepared: normalised for cosine, in the element type).
+/// `qt` (already prepared: normalised for cosine, in the element type):
+/// expand the best unexpanded node of the pool of L, score its unseen
+/// neighbours exactly, until the best L are expanded. Without an accept
+/// hook the answer is the pool's head (it holds the best L of every node
+/// scored); with one, the best k accepted of every node scored.
 pub(crate) fn search<T: DistanceElement>(
     g: &MemGraph,
     s: &mut MemScratch,
@@ -178,12 +212,17 @@ pub(crate) fn search<T: DistanceElement>(
 ) -> Result<SearchResult, SearchError> {
     let started = std::time::Instant::now();
     let mut stats = QueryStats::default();
-    let mut best = TopK::new(params.k);
-    let mut score = |id: u32, stats: &mut QueryStats, best: &mut TopK| -> f32 {
+    let filtered = hooks.accept.is_some();
+    let mut best = TopK::new(if filtered { params.k } else { 1 });
+    let l = params.list_size;
+    s.begin(g.degrees.len());
+    let mut score = |id: u32, stats: &mut QueryStats| -> f32 {
         let v = g.vector::<T>(id);
         let d = dist.eval(qt, v);
         stats.exact_distances += 1;
-        if hooks.accept.is_none_or(|accept| accept(id)) {
+        if let Some(accept) = hooks.accept
+            && accept(id)
+        {
             best.push(d, id);
         }
         if let Some(visit) = hooks.visit.as_mut() {
@@ -191,30 +230,49 @@ pub(crate) fn search<T: DistanceElement>(
         }
         d
     };
-    let d0 = score(medoid, &mut stats, &mut best);
-    s.beam.start(params.list_size, 1, medoid, d0);
-    loop {
-        s.beam.next_batch(&mut s.batch);
-        let Some(&id) = s.batch.first() else { break };
+    s.mark(medoid);
+    let d0 = score(medoid, &mut stats);
+    s.pool.push(Candidate { distance: d0, id: medoid, expanded: false });
+    // The best unexpanded candidate is at `cursor` or after it.
+    let mut cursor = 0;
+    while cursor < s.pool.len() {
+        s.pool[cursor].expanded = true;
+        let id = s.pool[cursor].id;
         stats.rounds += 1;
         s.fresh.clear();
         for &n in g.list(id) {
-            if !s.beam.was_seen(n) {
+            if s.mark(n) {
                 prefetch(g.vector::<T>(n), PREFETCH_LINES);
                 s.fresh.push(n);
             }
         }
+        let mut next = cursor + 1;
         for i in 0..s.fresh.len() {
             let n = s.fresh[i];
-            let d = score(n, &mut stats, &mut best);
-            s.beam.offer(n, || d);
+            let d = score(n, &mut stats);
+            if s.pool.len() == l {
+                let worst = s.pool[l - 1];
+                if (d, n) >= (worst.distance, worst.id) {
+                    continue;
+                }
+            }
+            let pos = s.pool.partition_point(|c| (c.distance, c.id) < (d, n));
+            s.pool.insert(pos, Candidate { distance: d, id: n, expanded: false });
+            s.pool.truncate(l);
+            next = next.min(pos);
+        }
+        cursor = next;
+        while cursor < s.pool.len() && s.pool[cursor].expanded {
+            cursor += 1;
         }
     }
-    let found = best.into_sorted();
+    let (ids, distances) = if filtered {
+        let found = best.into_sorted();
+        (found.iter().map(|n| n.id).collect(), found.iter().map(|n| n.distance).collect())
+    } else {
+        let head = &s.pool[..params.k.min(s.pool.len())];
+        (head.iter().map(|c| c.id).collect(), head.iter().map(|c| c.distance).collect())
+    };
     stats.cpu_us = started.elapsed().as_micros() as u64;
-    Ok(SearchResult {
-        ids: found.iter().map(|n| n.id).collect(),
-        distances: found.iter().map(|n| n.distance).collect(),
-        stats,
-    })
+    Ok(SearchResult { ids, distances, stats })
 }
