@@ -605,11 +605,5 @@ fn occupied(g: &Generation, slot: u32) -> Result<bool, CollectionError> {
 }
 
 fn add(a: &mut QueryStats, b: &QueryStats) {
-    a.sector_reads += b.sector_reads;
-    a.rounds += b.rounds;
-    a.cache_hits += b.cache_hits;
-    a.exact_distances += b.exact_distances;
-    a.pq_distances += b.pq_distances;
-    a.io_us += b.io_us;
-    a.cpu_us += b.cpu_us;
+    a.add(b);
 }

@@ -164,6 +164,29 @@ pub struct QueryStats {
     pub io_us: u64,
     /// Everything else: PQ table, distances, pool upkeep.
     pub cpu_us: u64,
+    /// Of `cpu_us`: filling the query's PQ lookup table.
+    pub pq_table_us: u64,
+    /// Of `cpu_us`: scoring neighbours by PQ and keeping the pool.
+    pub pq_us: u64,
+    /// Of `cpu_us`: checking and decoding records and their exact
+    /// distances (the rerank).
+    pub exact_us: u64,
+}
+
+impl QueryStats {
+    /// Adds `b`'s counts and times to these.
+    pub fn add(&mut self, b: &QueryStats) {
+        self.sector_reads += b.sector_reads;
+        self.rounds += b.rounds;
+        self.cache_hits += b.cache_hits;
+        self.exact_distances += b.exact_distances;
+        self.pq_distances += b.pq_distances;
+        self.io_us += b.io_us;
+        self.cpu_us += b.cpu_us;
+        self.pq_table_us += b.pq_table_us;
+        self.pq_us += b.pq_us;
+        self.exact_us += b.exact_us;
+    }
 }
 
 /// Sees every record a search reads: id, exact distance, vector as f32.
@@ -576,8 +599,10 @@ impl Index {
         let started = Instant::now();
         let mut stats = QueryStats::default();
         let mut io_ns = 0u128;
+        let (mut pq_ns, mut exact_ns) = (0u128, 0u128);
         self.space.query(q, &mut s.pq_query);
         self.codebook.fill_lookup_table(&s.pq_query, pqspace::TABLE_METRIC, &mut s.table);
+        let table_ns = started.elapsed().as_nanos();
         let qt: Vec<T> = q.iter().map(|&x| T::from_f32(x)).collect();
         let dist = Distance::<T>::new(self.header.metric);
         let mut vec_buf: Vec<T> = vec![T::default(); self.dim()];
@@ -614,6 +639,7 @@ impl Index {
             }
             let mut slot = 0;
             for bi in 0..s.batch.len() {
+                let t_exact = Instant::now();
                 let id = s.batch[bi];
                 let bytes: &[u8] = match self.cache.get(id) {
                     Some(b) => {
@@ -642,18 +668,24 @@ impl Index {
                 if let Some(visit) = hooks.visit.as_mut() {
                     visit(id, d, &vec_buf.iter().map(|x| x.to_f32()).collect::<Vec<f32>>());
                 }
+                let t_pq = Instant::now();
+                exact_ns += (t_pq - t_exact).as_nanos();
                 let (table, codes) = (&s.table, &self.codes);
                 for n in rec.neighbors() {
                     if s.beam.offer(n, || table.distance(codes.row(n))) {
                         stats.pq_distances += 1;
                     }
                 }
+                pq_ns += t_pq.elapsed().as_nanos();
             }
         }
         let found = best.into_sorted();
         let total_us = started.elapsed().as_micros() as u64;
         stats.io_us = (io_ns / 1000) as u64;
         stats.cpu_us = total_us.saturating_sub(stats.io_us);
+        stats.pq_table_us = (table_ns / 1000) as u64;
+        stats.pq_us = (pq_ns / 1000) as u64;
+        stats.exact_us = (exact_ns / 1000) as u64;
         Ok(SearchResult {
             ids: found.iter().map(|n| n.id).collect(),
             distances: found.iter().map(|n| n.distance).collect(),
