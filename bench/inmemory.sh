@@ -5,11 +5,13 @@
 #
 #   bash bench/inmemory.sh                 # debian-384 and 200K x 128 synthetic
 #   SETS=debian REPS=5 bash bench/inmemory.sh
+#   SKIP_BUILD=1 bash bench/inmemory.sh    # search the indexes of the last run again
 #
 # Per set: each index is built once (build time and the builder's peak RSS
 # recorded), then REPS rounds search every system in turn (interleaved, so
 # a noisy minute hits all of them), each sweeping its list size (basalt's L,
-# HNSW's ef). Medians of QPS per (system, list size) are reported; recall is
+# HNSW's ef) over the queries repeated QREP times (default 5). Medians of
+# QPS per (system, list size) are reported; recall is
 # deterministic for basalt and near it for the others. The summary gives
 # QPS at recall@10 = 0.90 / 0.95 / 0.98 (linear between the two sweep
 # points around it, on the median curve), the best recall reached, build
@@ -18,9 +20,11 @@
 # and builds as JSON lines in OUT/<set>/results.jsonl.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
+export HERE
 SETS=${SETS:-"debian syn128"}
 THREADS=${THREADS:-2}
 REPS=${REPS:-3}
+QREP=${QREP:-5}
 OUT=${OUT:-/tmp/basalt-bench-inmemory}
 SYN_N=${SYN_N:-200000}
 LS=${LS:-10,12,14,16,20,24,30,40,50,60,80,100,140}
@@ -40,6 +44,26 @@ run_set() { # name base queries gt metric
   local name=$1 base=$2 queries=$3 gt=$4 metric=$5
   local dir="$OUT/$name"
   mkdir -p "$dir"
+  # Each timed pass runs the queries QREP times over (a 1,000-query pass
+  # lasts 25-40 ms at these rates, too short to time on a shared box).
+  "$PY" - "$queries" "$gt" "$dir/queries-x$QREP" "$dir/gt-x$QREP.ibin" "$QREP" <<'PYEOF'
+import os, sys
+import numpy as np
+sys.path.insert(0, os.path.join(os.environ["HERE"], "bench", "peers"))
+import binio
+q, gt, qout, gtout, rep = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+x = np.asarray(binio.read_vectors(q, mmap=False))
+binio.write_vectors(qout + os.path.splitext(q)[1], np.tile(x, (rep, 1)))
+ids, scores = binio.read_gt(gt)
+if scores is None:
+    raise SystemExit(f"{gt}: no scores (recall needs them for ties)")
+binio.write_gt(gtout, np.tile(ids, (rep, 1)), np.tile(scores, (rep, 1)))
+PYEOF
+    queries="$dir/queries-x$QREP.${3##*.}"
+  gt="$dir/gt-x$QREP.ibin"
+  if [[ -n "${SKIP_BUILD:-}" && -s "$dir/builds.jsonl" ]]; then
+    log "$name: reusing the built indexes (SKIP_BUILD)"
+  else
   : > "$dir/builds.jsonl"
   for r in $BASALT_RS; do
     log "$name: basalt build, R $r"
@@ -61,6 +85,7 @@ print(json.dumps({"system": sys.argv[2], "build_s": s["total_s"],
       | "$PY" -c 'import json,sys; d=json.loads(sys.stdin.read()); d["system"]=sys.argv[1]; print(json.dumps(d))' \
         "$lib-M$m" >> "$dir/builds.jsonl"
   done
+  fi
   : > "$dir/search.jsonl"
   for rep in $(seq "$REPS"); do
     log "$name: search rep $rep"

@@ -364,8 +364,10 @@ impl Index {
 
     /// A per-thread searcher with its own reader.
     pub fn searcher(&self) -> Result<Searcher, SearchError> {
+        // In memory nothing is read: a pread reader costs no ring setup.
+        let kind = if self.mem.is_some() { ReaderKind::Pread } else { self.reader_kind };
         let reader = crate::io::make_reader(
-            self.reader_kind,
+            kind,
             self.file.clone(),
             self.graph_path.clone(),
             BEAM_WIDTH_MAX,
