@@ -68,12 +68,14 @@ impl MemGraph {
     ) -> Result<MemGraph, SearchError> {
         let need = Self::bytes_for(layout);
         if need > budget {
+            let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
             return Err(SearchError::Params(format!(
-                "the in-memory mode needs {:.2} GiB for {} nodes (vectors and lists) but \
-                 {:.2} GiB are allowed; search from disk instead, or raise the memory limit",
-                need as f64 / (1u64 << 30) as f64,
+                "the in-memory mode needs {need} bytes ({:.1} MiB) for {} nodes (vectors and \
+                 lists) but {budget} bytes ({:.1} MiB) are allowed; search from disk instead, \
+                 or raise the memory limit",
+                mib(need),
                 layout.count,
-                budget as f64 / (1u64 << 30) as f64
+                mib(budget)
             )));
         }
         let n = usize::try_from(layout.count).map_err(|_| {

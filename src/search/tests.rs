@@ -425,7 +425,8 @@ fn in_memory_mode_checks_its_budget_and_every_record() {
     let small =
         OpenOptions { in_memory: true, in_memory_bytes_max: Some(need - 1), ..Default::default() };
     let e = Index::open(&f.index, &small).err().unwrap().to_string();
-    assert!(e.contains("in-memory mode needs"), "{e}");
+    assert!(e.contains(&format!("needs {need} bytes")), "{e}");
+    assert!(e.contains(&format!("but {} bytes", need - 1)), "{e}");
     let exact = OpenOptions { in_memory_bytes_max: Some(need), ..small.clone() };
     assert!(Index::open(&f.index, &exact).is_ok());
     let dir = tempfile::tempdir().unwrap();
