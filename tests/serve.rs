@@ -420,6 +420,18 @@ fn merges_in_the_daemon_and_the_entry_cache() {
         reads_cached < reads_uncached,
         "the cache saved no reads: {reads_cached} vs {reads_uncached}"
     );
+    drop(s);
+    // Named in search.in_memory_collections, the generation is loaded
+    // whole: queries read nothing, and each query's own point (or one of
+    // its duplicates: vec_of repeats every 101 ids) comes first at 0.
+    let s = Server::start(dir.path(), &[("BASALT_SEARCH_IN_MEMORY_COLLECTIONS", "g")]);
+    for (i, points) in (0..20u64).zip(answers(&s)) {
+        let first = &points[0];
+        assert_eq!(first["score"].as_f64(), Some(0.0), "query {i}: {points}");
+        assert_eq!(first["id"].as_u64().map(|id| id % 101), Some((i * 37 + 5) % 101), "{points}");
+        assert_eq!(points.as_array().map(Vec::len), Some(5), "{points}");
+    }
+    assert_eq!(reads(&s), 0.0, "the in-memory collection read sectors");
 }
 
 /// A full search queue is a 503 with Retry-After, at once; the daemon
