@@ -350,7 +350,7 @@ impl Collection {
         loop {
             let r = plain(&p, &accept)?;
             check.result()?;
-            add(stats, &r.stats);
+            stats.add(&r.stats);
             fs.list_size = p.list_size;
             if r.ids.len() >= params.k || p.list_size >= LIST_SIZE_MAX {
                 fs.payload_checks += check.checks.get();
@@ -452,7 +452,7 @@ impl Collection {
             return Ok(Vec::new());
         }
         let r = g.with_searcher(|s| Ok(g.index.search_slots(s, q, slots, k, rerank)?))?;
-        add(stats, &r.stats);
+        stats.add(&r.stats);
         Ok(r.ids.into_iter().zip(r.distances).collect())
     }
 
@@ -602,8 +602,4 @@ impl Checker {
 /// Whether `slot` holds a point (a generation's free slots hold none).
 fn occupied(g: &Generation, slot: u32) -> Result<bool, CollectionError> {
     Ok(g.free_slots() == 0 || g.external_id(slot)?.is_some())
-}
-
-fn add(a: &mut QueryStats, b: &QueryStats) {
-    a.add(b);
 }

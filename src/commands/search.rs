@@ -63,32 +63,29 @@ pub fn run(a: SearchArgs) -> Result<()> {
         in_memory_bytes_max: a.in_memory_bytes,
     };
     let index = Index::open(&a.index, &opts)?;
-    if index.in_memory() {
-        eprintln!(
-            "opened {} ({} x {} {}, {}) in {:.3}s: in memory ({:.1} MiB of vectors and lists)",
-            a.index.display(),
-            index.len(),
-            index.dim(),
-            index.element_type(),
-            index.metric(),
-            t.elapsed().as_secs_f64(),
+    let how = if index.in_memory() {
+        format!(
+            "in memory ({:.1} MiB of vectors and lists)",
             index.in_memory_bytes() as f64 / (1u64 << 20) as f64
-        );
+        )
     } else {
-        eprintln!(
-            "opened {} ({} x {} {}, {}) in {:.3}s: reader {}, O_DIRECT {}, cache {} nodes ({})",
-            a.index.display(),
-            index.len(),
-            index.dim(),
-            index.element_type(),
-            index.metric(),
-            t.elapsed().as_secs_f64(),
+        format!(
+            "reader {}, O_DIRECT {}, cache {} nodes ({})",
             index.reader_kind(),
             if index.direct_io() { "on" } else { "off (filesystem refused it)" },
             index.cache_len(),
             a.cache_policy
-        );
-    }
+        )
+    };
+    eprintln!(
+        "opened {} ({} x {} {}, {}) in {:.3}s: {how}",
+        a.index.display(),
+        index.len(),
+        index.dim(),
+        index.element_type(),
+        index.metric(),
+        t.elapsed().as_secs_f64()
+    );
     if let Some(why) = index.fallback_reason() {
         eprintln!("note: io_uring unavailable, using pread: {why}");
     }

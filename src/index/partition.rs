@@ -640,26 +640,23 @@ fn assign<T: DistanceElement>(
                     near.shards[2] = None;
                 }
             }
-            let placed: Vec<(usize, u32)> =
-                near.shards.iter().flatten().map(|&s| (s, sizes[s] as u32)).collect();
+            // Each copy's (shard, index there); unused ones are NO_SHARD,
+            // after the used ones.
+            let at = near.shards.map(|s| s.map_or((NO_SHARD, 0), |s| (s as u32, sizes[s] as u32)));
+            let placed = at.iter().take_while(|a| a.0 != NO_SHARD).count();
             let row = &bytes[i * vb..(i + 1) * vb];
-            for (j, &(s, _)) in placed.iter().enumerate() {
-                let mut others = [(NO_SHARD, 0u32); REPLICAS_MAX - 1];
-                for (o, &x) in others
-                    .iter_mut()
-                    .zip(placed.iter().enumerate().filter(|(i, _)| *i != j).map(|(_, x)| x))
-                {
-                    *o = (x.0 as u32, x.1);
-                }
+            for (j, &(s, _)) in at[..placed].iter().enumerate() {
+                let others = std::array::from_fn(|o| at[if o < j { o } else { o + 1 }]);
                 let rec = Member { id: id as u32, others, home: j == 0 };
+                let s = s as usize;
                 let (w, p) = &mut mem_out[s];
                 w.write_all(&rec.encode()).map_err(|e| IndexError::io(p, "write", e))?;
                 let (w, p) = &mut vec_out[s];
                 w.write_all(row).map_err(|e| IndexError::io(p, "write", e))?;
                 sizes[s] += 1;
             }
-            third_placed += u64::from(placed.len() > SHARD_REPLICAS);
-            if placed.len() < 2 {
+            third_placed += u64::from(placed > SHARD_REPLICAS);
+            if placed < 2 {
                 single_placed += 1;
             }
         }

@@ -218,8 +218,10 @@ pub(crate) fn search<T: DistanceElement>(
     let mut best = TopK::new(if filtered { params.k } else { 1 });
     let l = params.list_size;
     s.begin(g.degrees.len());
+    let (vectors, dim) = (g.vectors::<T>(), g.dim);
+    let vector = |id: u32| &vectors[id as usize * dim..(id as usize + 1) * dim];
     let mut score = |id: u32, stats: &mut QueryStats| -> f32 {
-        let v = g.vector::<T>(id);
+        let v = vector(id);
         let d = dist.eval(qt, v);
         stats.exact_distances += 1;
         if let Some(accept) = hooks.accept
@@ -244,7 +246,7 @@ pub(crate) fn search<T: DistanceElement>(
         s.fresh.clear();
         for &n in g.list(id) {
             if s.mark(n) {
-                prefetch(g.vector::<T>(n), PREFETCH_LINES);
+                prefetch(vector(n), PREFETCH_LINES);
                 s.fresh.push(n);
             }
         }

@@ -506,12 +506,16 @@ impl Index {
         let mut best = TopK::new(k);
         for chunk in chosen.chunks(BEAM_WIDTH_MAX) {
             stats.rounds += 1;
-            s.requests.clear();
-            for &id in chunk {
-                if let Some(g) = &self.mem {
+            if let Some(g) = &self.mem {
+                for &id in chunk {
                     best.push(dist.eval(&qt, g.vector::<T>(id)), id);
                     stats.exact_distances += 1;
-                } else if !self.cache.contains(id) {
+                }
+                continue;
+            }
+            s.requests.clear();
+            for &id in chunk {
+                if !self.cache.contains(id) {
                     s.requests.push(ReadRequest {
                         offset: self.layout.sector_of(id) * crate::format::SECTOR_BYTES as u64,
                         sectors: self.layout.sectors_per_record,
@@ -524,9 +528,6 @@ impl Index {
                 io_ns += t.elapsed().as_nanos();
                 stats.sector_reads +=
                     s.requests.len() as u64 * u64::from(self.layout.sectors_per_record);
-            }
-            if self.mem.is_some() {
-                continue;
             }
             let mut slot = 0;
             for &id in chunk {
@@ -593,20 +594,19 @@ impl Index {
         params: &SearchParams,
         hooks: &mut SearchHooks<'_>,
     ) -> Result<SearchResult, SearchError> {
+        let started = Instant::now();
+        let qt: Vec<T> = q.iter().map(|&x| T::from_f32(x)).collect();
+        let dist = Distance::<T>::new(self.header.metric);
         if let Some(g) = &self.mem {
-            let qt: Vec<T> = q.iter().map(|&x| T::from_f32(x)).collect();
-            let dist = Distance::<T>::new(self.header.metric);
             return memory::search(g, &mut s.mem, &qt, &dist, self.header.medoid, params, hooks);
         }
-        let started = Instant::now();
         let mut stats = QueryStats::default();
         let mut io_ns = 0u128;
         let (mut pq_ns, mut exact_ns) = (0u128, 0u128);
+        let t_table = Instant::now();
         self.space.query(q, &mut s.pq_query);
         self.codebook.fill_lookup_table(&s.pq_query, pqspace::TABLE_METRIC, &mut s.table);
-        let table_ns = started.elapsed().as_nanos();
-        let qt: Vec<T> = q.iter().map(|&x| T::from_f32(x)).collect();
-        let dist = Distance::<T>::new(self.header.metric);
+        let table_ns = t_table.elapsed().as_nanos();
         let mut vec_buf: Vec<T> = vec![T::default(); self.dim()];
         let mut best = TopK::new(params.k);
 
