@@ -425,9 +425,15 @@ pub struct SearchArgs {
     /// Comma-separated search list sizes; one result row per L.
     #[arg(long = "L", value_delimiter = ',', default_value = "10,20,40,80,160")]
     pub l: Vec<usize>,
-    /// Beam width W: reads per round.
+    /// Beam width W: reads per round (rounds), or most reads in flight
+    /// (pipelined).
     #[arg(long, default_value_t = 4)]
     pub beam: usize,
+    /// pipelined: up to W reads in flight, each record expanded as it lands
+    /// (PipeANN); rounds: W reads a round, each round waits for all
+    /// (DiskANN).
+    #[arg(long, default_value = "pipelined")]
+    pub mode: crate::search::SearchMode,
     /// Search threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,

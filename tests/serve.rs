@@ -358,7 +358,10 @@ fn metrics_and_config_check() {
 #[test]
 fn merges_in_the_daemon_and_the_entry_cache() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = Server::start(dir.path(), &[("BASALT_COLLECTIONS_DELTA_POINTS_MERGE", "300")]);
+    // The round-based search: its answers (ties included) do not depend on
+    // when reads land, so cached and uncached runs compare exactly.
+    let rounds = ("BASALT_SEARCH_MODE", "rounds");
+    let s = Server::start(dir.path(), &[("BASALT_COLLECTIONS_DELTA_POINTS_MERGE", "300"), rounds]);
     let body = json!({"vectors": {"size": 8, "distance": "Euclid"}, "hnsw_config": {"m": 16, "ef_construct": 32}}).to_string();
     assert_eq!(s.req("PUT", "/collections/g", Some(&body)).0, 200);
     let vec_of = |i: u64| -> Vec<f32> { (0..8).map(|d| ((i * 31 + d * 7) % 101) as f32).collect() };
@@ -413,13 +416,33 @@ fn merges_in_the_daemon_and_the_entry_cache() {
     let before = answers(&s);
     let reads_uncached = reads(&s);
     drop(s);
-    let s = Server::start(dir.path(), &[("BASALT_SEARCH_CACHE_BYTES_PER_COLLECTION", "100000")]);
+    let s = Server::start(
+        dir.path(),
+        &[("BASALT_SEARCH_CACHE_BYTES_PER_COLLECTION", "100000"), rounds],
+    );
     assert_eq!(answers(&s), before, "the entry cache changed answers");
     let reads_cached = reads(&s);
     assert!(
         reads_cached < reads_uncached,
         "the cache saved no reads: {reads_cached} vs {reads_uncached}"
     );
+    drop(s);
+    // The default, pipelined search finds the same distances (the order of
+    // ties may differ: it acts on reads as they land).
+    let s = Server::start(dir.path(), &[]);
+    let scores = |a: &[Value]| -> Vec<Vec<f64>> {
+        a.iter()
+            .map(|p| p.as_array().unwrap().iter().map(|x| x["score"].as_f64().unwrap()).collect())
+            .collect()
+    };
+    let (got, want) = (scores(&answers(&s)), scores(&before));
+    let same = got.iter().zip(&want).filter(|(a, b)| a == b).count();
+    assert!(
+        same >= 18,
+        "pipelined answers differ in {} of 20 queries: {got:?} vs {want:?}",
+        20 - same
+    );
+    assert!(reads(&s) > 0.0);
     drop(s);
     // Named in search.in_memory_collections, the generation is loaded
     // whole: queries read nothing, and each query's own point (or one of
@@ -474,9 +497,19 @@ fn a_full_search_queue_answers_503_with_retry_after() {
     assert!(String::from_utf8_lossy(&b).contains("search.queue_max"));
     let (_, v) = s.req("GET", "/metrics", None);
     assert!(!v.as_str().expect("text").contains("basalt_search_queue_rejections_total 0"));
-    // One query at a time still works.
+    // Once the searches accepted from the batch have drained (bounded
+    // wait), one query at a time works again.
     let q = json!({"query": vec![1.0f32; 32], "limit": 3}).to_string();
-    assert_eq!(s.req("POST", "/collections/q/points/query", Some(&q)).0, 200);
+    let t = Instant::now();
+    loop {
+        let (st, v) = s.req("POST", "/collections/q/points/query", Some(&q));
+        if st == 200 {
+            break;
+        }
+        assert_eq!(st, 503, "{v}");
+        assert!(t.elapsed() < Duration::from_secs(30), "the queue never drained");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A snapshot taken over HTTP during a write burst is a collection: a

@@ -208,6 +208,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         k: 10,
         l: vec![10, 20, 40, 80],
         beam: 4,
+        mode: basalt::search::SearchMode::default(),
         threads: None,
         cache_nodes: 256,
         cache_bytes: None,

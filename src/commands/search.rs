@@ -17,6 +17,7 @@ struct Row {
     #[serde(rename = "L")]
     l: usize,
     beam: usize,
+    mode: String,
     threads: usize,
     k: usize,
     recall: Option<f64>,
@@ -34,6 +35,8 @@ struct Row {
     pq_table_us_mean: f64,
     pq_us_mean: f64,
     exact_us_mean: f64,
+    /// Records read but not expanded (the pipelined search's speculation).
+    wasted_reads_mean: f64,
     /// The process's peak resident memory so far (VmHWM), when known.
     peak_rss_bytes: Option<u64>,
 }
@@ -61,6 +64,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
         cache_policy: a.cache_policy,
         in_memory: a.in_memory,
         in_memory_bytes_max: a.in_memory_bytes,
+        search_mode: a.mode,
     };
     let index = Index::open(&a.index, &opts)?;
     let how = if index.in_memory() {
@@ -70,7 +74,8 @@ pub fn run(a: SearchArgs) -> Result<()> {
         )
     } else {
         format!(
-            "reader {}, O_DIRECT {}, cache {} nodes ({})",
+            "{} search, reader {}, O_DIRECT {}, cache {} nodes ({})",
+            index.search_mode(),
             index.reader_kind(),
             if index.direct_io() { "on" } else { "off (filesystem refused it)" },
             index.cache_len(),
@@ -219,6 +224,11 @@ fn run_level(
         Row {
             l: params.list_size,
             beam: params.beam_width,
+            mode: if index.in_memory() {
+                "in-memory".into()
+            } else {
+                index.search_mode().to_string()
+            },
             threads,
             k: params.k,
             recall,
@@ -234,6 +244,7 @@ fn run_level(
             pq_table_us_mean: sum.pq_table_us as f64 / n,
             pq_us_mean: sum.pq_us as f64 / n,
             exact_us_mean: sum.exact_us as f64 / n,
+            wasted_reads_mean: sum.wasted_reads as f64 / n,
             peak_rss_bytes: basalt::index::peak_rss_bytes(),
         },
         ids,

@@ -23,6 +23,13 @@
 //!   retried from where it stopped a bounded number of times
 //!   ([`RESUBMITS_PER_REQUEST_MAX`]) and then reported as [`IoError::ShortRead`];
 //! - bad requests (misaligned, empty, too large, too many) are errors, never UB.
+//!
+//! The pipelined interface (the pipelined search's): [`SectorReader::submit`]
+//! queues one read into a numbered slot, [`SectorReader::wait`] sends the
+//! queue and returns as soon as any read has completed, so a caller keeps a
+//! few reads in flight and acts on each as it lands. The same slots and the
+//! same retry and error rules serve both interfaces; a batch `read` needs
+//! nothing in flight.
 
 mod aligned;
 mod pread;
@@ -166,6 +173,40 @@ pub trait SectorReader: Send {
 
     /// Which implementation this is.
     fn kind(&self) -> ReaderKind;
+
+    /// Slots of the reader (its `batch_max`): the pipelined interface reads
+    /// into slots `0..slots()`.
+    fn slots(&self) -> usize;
+
+    /// Pipelined use: queues a read of `req` into `slot`, which must not be
+    /// in flight. Nothing reaches the device before the next [`Self::wait`]
+    /// (io_uring submits the queue and waits in one system call); the
+    /// `pread` reader reads at once. Bad requests are errors, as in
+    /// [`Self::read`]; after any error of `submit` or [`Self::wait`] nothing
+    /// is pending (what was in flight has been waited for and dropped).
+    fn submit(&mut self, slot: usize, req: ReadRequest) -> Result<(), IoError>;
+
+    /// Pipelined use: sends what is queued and appends every completed slot
+    /// to `done`, in completion order. With `block` it first waits until at
+    /// least one has completed (not at all when nothing is pending); without,
+    /// it only collects what has already landed (a system call only when
+    /// something new was queued). A completed slot's
+    /// bytes are [`Self::slot`]'s until it is submitted again. On error
+    /// every other read in flight has been waited for and discarded: the
+    /// reader then holds nothing in flight.
+    fn wait(&mut self, done: &mut Vec<usize>, block: bool) -> Result<(), IoError>;
+
+    /// The bytes of a completed slot. Panics if `slot` has not completed
+    /// since its last submission, which is a bug in the caller.
+    fn slot(&self, slot: usize) -> &[u8];
+
+    /// Reads submitted or queued and not yet returned by [`Self::wait`].
+    fn pending(&self) -> usize;
+
+    /// Waits for every read in flight and discards it (a search that ends
+    /// early, or on an error). Errors of those reads are ignored: nobody
+    /// wants their bytes.
+    fn discard(&mut self);
 }
 
 /// Opens `path` read-only with O_DIRECT, so node reads bypass the page cache
@@ -298,24 +339,62 @@ fn check_batch(
         return Err(IoError::BatchTooLarge { requested: reqs.len(), max: batch_max });
     }
     for (index, req) in reqs.iter().enumerate() {
-        if !req.offset.is_multiple_of(SECTOR_BYTES as u64) {
-            return Err(IoError::Misaligned { offset: req.offset, len: req.len_bytes() });
-        }
-        if req.sectors == 0 || req.sectors > sectors_per_request_max {
-            return Err(IoError::RequestSize {
-                index,
-                offset: req.offset,
-                sectors: req.sectors,
-                max: sectors_per_request_max,
-            });
-        }
-        // The kernel takes offsets as a signed `off_t`; refusing the top half
-        // here keeps `offset + len` from overflowing anywhere below.
-        if req.offset.checked_add(req.len_bytes()).is_none_or(|end| end > i64::MAX as u64) {
-            return Err(IoError::OffsetRange { index, offset: req.offset });
-        }
+        check_request(index, req, sectors_per_request_max)?;
     }
     Ok(())
+}
+
+/// Checks one request (request `index` of a batch, or a pipelined read into
+/// slot `index`).
+fn check_request(
+    index: usize,
+    req: &ReadRequest,
+    sectors_per_request_max: u32,
+) -> Result<(), IoError> {
+    if !req.offset.is_multiple_of(SECTOR_BYTES as u64) {
+        return Err(IoError::Misaligned { offset: req.offset, len: req.len_bytes() });
+    }
+    if req.sectors == 0 || req.sectors > sectors_per_request_max {
+        return Err(IoError::RequestSize {
+            index,
+            offset: req.offset,
+            sectors: req.sectors,
+            max: sectors_per_request_max,
+        });
+    }
+    // The kernel takes offsets as a signed `off_t`; refusing the top half
+    // here keeps `offset + len` from overflowing anywhere below.
+    if req.offset.checked_add(req.len_bytes()).is_none_or(|end| end > i64::MAX as u64) {
+        return Err(IoError::OffsetRange { index, offset: req.offset });
+    }
+    Ok(())
+}
+
+/// Where one slot of a pipelined reader stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    /// Never read, or discarded.
+    Free,
+    /// Queued or submitted; the kernel may own its bytes.
+    Busy,
+    /// Completed with `sectors` sectors: its bytes may be read.
+    Done { sectors: u32 },
+}
+
+/// The bytes of pipelined slot `slot`, which must be `Done`.
+fn done_slot_data<'a>(
+    buf: &'a [u8],
+    slot_bytes: usize,
+    states: &[SlotState],
+    slot: usize,
+) -> &'a [u8] {
+    match states.get(slot) {
+        Some(SlotState::Done { sectors }) => {
+            let start = slot * slot_bytes;
+            &buf[start..start + *sectors as usize * SECTOR_BYTES]
+        }
+        other => panic!("slot {slot} has no completed read ({other:?})"),
+    }
 }
 
 /// The progress of one request: how much has arrived and how many retries it

@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{
-    AlignedBuf, IoError, ReadRequest, ReaderKind, SectorReader, Step, Transfer, check_batch,
-    check_config, slot_data,
+    AlignedBuf, IoError, ReadRequest, ReaderKind, SectorReader, SlotState, Step, Transfer,
+    check_batch, check_config, check_request, done_slot_data, slot_data,
 };
 
 /// Reads sectors with `pread(2)`, one request at a time.
@@ -32,6 +32,10 @@ pub struct PreadReader {
     buf: AlignedBuf,
     /// Sectors of each request of the last successful read; empty after a failure.
     sectors: Vec<u32>,
+    /// Pipelined use: each slot's state (`batch_max` of them).
+    states: Vec<SlotState>,
+    /// Pipelined use: slots read by `submit`, not yet returned by `wait`.
+    completed: Vec<usize>,
 }
 
 impl PreadReader {
@@ -53,6 +57,8 @@ impl PreadReader {
             slot_bytes,
             buf,
             sectors: Vec::with_capacity(batch_max),
+            states: vec![SlotState::Free; batch_max],
+            completed: Vec::with_capacity(batch_max),
         })
     }
 
@@ -76,6 +82,9 @@ impl PreadReader {
 impl SectorReader for PreadReader {
     fn read(&mut self, reqs: &[ReadRequest]) -> Result<(), IoError> {
         self.sectors.clear();
+        // The batch overwrites the pipelined slots.
+        self.states.fill(SlotState::Free);
+        self.completed.clear();
         check_batch(reqs, self.batch_max, self.sectors_per_request_max)?;
         for (slot, req) in reqs.iter().enumerate() {
             self.read_one(slot, req)?;
@@ -90,5 +99,49 @@ impl SectorReader for PreadReader {
 
     fn kind(&self) -> ReaderKind {
         ReaderKind::Pread
+    }
+
+    fn slots(&self) -> usize {
+        self.batch_max
+    }
+
+    fn submit(&mut self, slot: usize, req: ReadRequest) -> Result<(), IoError> {
+        if slot >= self.batch_max {
+            self.discard();
+            return Err(IoError::BatchTooLarge { requested: slot + 1, max: self.batch_max });
+        }
+        assert!(self.states[slot] != SlotState::Busy, "slot {slot} is already being read");
+        // `read`'s slots and these are the same memory.
+        self.sectors.clear();
+        self.states[slot] = SlotState::Free;
+        let read = check_request(slot, &req, self.sectors_per_request_max)
+            .and_then(|()| self.read_one(slot, &req));
+        if let Err(e) = read {
+            // As with io_uring: after an error nothing is pending.
+            self.discard();
+            return Err(e);
+        }
+        self.states[slot] = SlotState::Done { sectors: req.sectors };
+        self.completed.push(slot);
+        Ok(())
+    }
+
+    fn wait(&mut self, done: &mut Vec<usize>, _block: bool) -> Result<(), IoError> {
+        done.append(&mut self.completed);
+        Ok(())
+    }
+
+    fn slot(&self, slot: usize) -> &[u8] {
+        done_slot_data(&self.buf, self.slot_bytes, &self.states, slot)
+    }
+
+    fn pending(&self) -> usize {
+        self.completed.len()
+    }
+
+    fn discard(&mut self) {
+        for slot in self.completed.drain(..) {
+            self.states[slot] = SlotState::Free;
+        }
     }
 }

@@ -485,3 +485,127 @@ fn panic_with_reads_in_flight_is_safe() {
         assert_eq!(o.in_flight_at_end == 0, !leaked, "{o:?}");
     }
 }
+
+/// Checks that slot `slot` holds the bytes of `req`.
+fn check_slot(reader: &dyn SectorReader, slot: usize, req: &ReadRequest) {
+    let data = reader.slot(slot);
+    assert_eq!(data.len(), req.sectors as usize * SECTOR_BYTES, "{} slot {slot}", reader.kind());
+    for (k, chunk) in data.chunks(SECTOR_BYTES).enumerate() {
+        let s = req.offset / SECTOR_BYTES as u64 + k as u64;
+        let wrong = chunk.iter().enumerate().position(|(j, &b)| b != pattern(s, j));
+        assert_eq!(wrong, None, "{} slot {slot}: sector {s} differs", reader.kind());
+    }
+}
+
+// The pipelined interface: random reads submitted into free slots a few at a
+// time, collected as they land (blocking and not), each slot's bytes checked
+// before it is reused; every read comes back exactly once, and batch reads
+// work between pipelined ones.
+#[test]
+fn pipelined_reads_land_in_their_slots_with_both_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = patterned_file(dir.path(), FILE_SECTORS, 0);
+    for reader in readers(&path, BATCH_MAX).iter_mut() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut free: Vec<usize> = (0..reader.slots()).collect();
+        let mut issued: Vec<Option<ReadRequest>> = vec![None; reader.slots()];
+        let (mut submitted, mut landed) = (0usize, 0usize);
+        let mut done = Vec::new();
+        while landed < 300 {
+            let width = rng.random_range(1..=BATCH_MAX);
+            while submitted < 300 && reader.pending() < width && !free.is_empty() {
+                let slot = free.swap_remove(rng.random_range(0..free.len()));
+                let req = random_batch(&mut rng, 1)[0];
+                reader.submit(slot, req).unwrap();
+                issued[slot] = Some(req);
+                submitted += 1;
+            }
+            done.clear();
+            reader.wait(&mut done, rng.random_bool(0.5)).unwrap();
+            for &slot in &done {
+                let req = issued[slot].take().expect("a slot lands once per submission");
+                check_slot(reader.as_ref(), slot, &req);
+                free.push(slot);
+                landed += 1;
+            }
+            if landed % 50 == 0 && reader.pending() == 0 {
+                let reqs = random_batch(&mut rng, BATCH_MAX);
+                reader.read(&reqs).unwrap();
+                check_data(reader.as_ref(), &reqs);
+            }
+        }
+        assert_eq!((submitted, landed, reader.pending()), (300, 300, 0), "{}", reader.kind());
+        assert!(issued.iter().all(Option::is_none));
+    }
+}
+
+// A pipelined read past the end of the file is an error (from wait, or from
+// submit for pread); the reads in flight beside it are waited for and
+// dropped, nothing stays pending, and the reader works afterwards.
+#[test]
+fn pipelined_read_errors_leave_nothing_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = patterned_file(dir.path(), FILE_SECTORS, 0);
+    let good = ReadRequest { offset: 2 * SECTOR_BYTES as u64, sectors: 2 };
+    let bad = ReadRequest { offset: (FILE_SECTORS + 3) * SECTOR_BYTES as u64, sectors: 1 };
+    for reader in readers(&path, BATCH_MAX).iter_mut() {
+        let mut done = Vec::new();
+        let mut failed = false;
+        for (slot, req) in [good, good, bad, good].into_iter().enumerate() {
+            if reader.submit(slot, req).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        while !failed && reader.pending() > 0 {
+            failed = reader.wait(&mut done, true).is_err();
+        }
+        assert!(failed, "{}: a read past the end went unreported", reader.kind());
+        // The error itself settles everything in flight.
+        assert_eq!(reader.pending(), 0, "{}: reads left pending after an error", reader.kind());
+        reader.discard();
+        assert_eq!(reader.pending(), 0, "{}", reader.kind());
+        reader.submit(5, good).unwrap();
+        done.clear();
+        while done.is_empty() {
+            reader.wait(&mut done, true).unwrap();
+        }
+        assert_eq!(done, [5]);
+        check_slot(reader.as_ref(), 5, &good);
+        reader.read(&[good]).unwrap();
+        check_data(reader.as_ref(), &[good]);
+        // Bad slots and requests are refused before any I/O.
+        assert!(reader.submit(BATCH_MAX, good).is_err());
+        let misaligned = ReadRequest { offset: 100, sectors: 1 };
+        assert!(matches!(reader.submit(0, misaligned), Err(IoError::Misaligned { .. })));
+    }
+}
+
+// discard() with reads in flight waits for them: nothing pending after, the
+// slots are reusable, and a batch read (which needs nothing in flight) works.
+#[test]
+fn discard_waits_for_reads_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = patterned_file(dir.path(), FILE_SECTORS, 0);
+    for reader in readers(&path, BATCH_MAX).iter_mut() {
+        for slot in 0..BATCH_MAX {
+            let req = ReadRequest { offset: slot as u64 * SECTOR_BYTES as u64, sectors: 1 };
+            reader.submit(slot, req).unwrap();
+        }
+        reader.discard();
+        assert_eq!(reader.pending(), 0, "{}", reader.kind());
+        let reqs = [ReadRequest { offset: 0, sectors: 4 }];
+        reader.read(&reqs).unwrap();
+        check_data(reader.as_ref(), &reqs);
+    }
+}
+
+// A slot whose read has not landed has no bytes to give.
+#[test]
+#[should_panic(expected = "has no completed read")]
+fn slot_before_its_read_lands_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = patterned_file(dir.path(), FILE_SECTORS, 0);
+    let reader = readers(&path, BATCH_MAX).remove(0);
+    let _ = reader.slot(3);
+}

@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 use io_uring::{IoUring, Probe, opcode, squeue, types};
 
 use super::{
-    AlignedBuf, IoError, ReadRequest, ReaderKind, SectorReader, Step, Transfer, check_batch,
-    check_config, slot_data,
+    AlignedBuf, IoError, ReadRequest, ReaderKind, SectorReader, SlotState, Step, Transfer,
+    check_batch, check_config, check_request, done_slot_data, slot_data,
 };
 
 /// How many times one `io_uring_enter` is retried after EINTR, EAGAIN or EBUSY
@@ -128,6 +128,10 @@ pub struct UringReader {
     in_flight: usize,
     /// The errno of a failed `io_uring_enter` that left reads in flight.
     poisoned: Option<i32>,
+    /// Pipelined use: each slot's state (`batch_max` of them).
+    states: Vec<SlotState>,
+    /// Pipelined use: slots queued or in flight, not yet returned by `wait`.
+    busy: usize,
     #[cfg(test)]
     pub(super) faults: Faults,
 }
@@ -193,6 +197,8 @@ impl UringReader {
             sectors: Vec::with_capacity(batch_max),
             in_flight: 0,
             poisoned: None,
+            states: vec![SlotState::Free; batch_max],
+            busy: 0,
             #[cfg(test)]
             faults: Faults::default(),
         })
@@ -252,13 +258,13 @@ impl UringReader {
         }
     }
 
-    /// Submits what is queued and waits until every operation in flight has
+    /// Submits what is queued and waits until `want` operations have
     /// completed. Transient failures are retried; anything else poisons the
     /// reader, since completions of operations in flight may never arrive.
-    fn enter(&mut self) -> Result<(), IoError> {
+    fn enter(&mut self, want: usize) -> Result<(), IoError> {
         let mut failures = 0;
         loop {
-            match self.ring.submit_and_wait(self.in_flight) {
+            match self.ring.submit_and_wait(want) {
                 Ok(_) => return Ok(()),
                 Err(e) if is_transient_enter_error(&e) && failures < ENTER_RETRIES_MAX => {
                     failures += 1;
@@ -290,6 +296,44 @@ impl UringReader {
         self.push_pending();
         self.ring.submit().map_err(|source| IoError::Setup { what: "submit", source })?;
         Ok(())
+    }
+
+    /// The error of a reader whose `io_uring_enter` failed with reads in flight.
+    fn poisoned_error(&self) -> Option<IoError> {
+        self.poisoned.map(|errno| IoError::Setup {
+            what: "an earlier io_uring_enter failed with reads in flight; reader unusable",
+            source: io::Error::from_raw_os_error(errno),
+        })
+    }
+
+    /// Pipelined use: forgets what is queued, then waits for every read in
+    /// flight and frees its slot. Returns false when the ring failed with
+    /// reads still in flight (the reader is then poisoned, and `Drop` deals
+    /// with the buffer).
+    fn settle(&mut self) -> bool {
+        for i in self.pending.drain(..) {
+            self.states[i] = SlotState::Free;
+        }
+        while self.in_flight > 0 {
+            if self.enter(self.in_flight).is_err() {
+                return false;
+            }
+            for cqe in self.ring.completion() {
+                self.in_flight -= 1;
+                if let Some(state) =
+                    usize::try_from(cqe.user_data()).ok().and_then(|i| self.states.get_mut(i))
+                {
+                    *state = SlotState::Free;
+                }
+            }
+        }
+        for state in &mut self.states {
+            if *state == SlotState::Busy {
+                *state = SlotState::Free;
+            }
+        }
+        self.busy = 0;
+        true
     }
 
     /// Cancels and reaps every operation still in flight, waiting at most
@@ -380,13 +424,13 @@ fn push_read(sq: &mut io_uring::SubmissionQueue<'_>, entry: &squeue::Entry) -> b
 impl SectorReader for UringReader {
     fn read(&mut self, reqs: &[ReadRequest]) -> Result<(), IoError> {
         self.sectors.clear();
-        if let Some(errno) = self.poisoned {
-            return Err(IoError::Setup {
-                what: "an earlier io_uring_enter failed with reads in flight; reader unusable",
-                source: io::Error::from_raw_os_error(errno),
-            });
+        if let Some(e) = self.poisoned_error() {
+            return Err(e);
         }
         assert_eq!(self.in_flight, 0, "a read starts with nothing in flight");
+        assert_eq!(self.busy, 0, "a batch read starts with no pipelined read pending");
+        // The batch overwrites the pipelined slots.
+        self.states.fill(SlotState::Free);
         check_batch(reqs, self.batch_max, self.sectors_per_request_max)?;
         self.transfers.clear();
         self.transfers.extend(reqs.iter().map(Transfer::new));
@@ -405,7 +449,7 @@ impl SectorReader for UringReader {
                 let _ = self.ring.submit();
                 panic!("injected panic with {} reads in flight", self.in_flight);
             }
-            self.enter()?;
+            self.enter(self.in_flight)?;
             for cqe in self.ring.completion() {
                 self.in_flight -= 1;
                 let i = usize::try_from(cqe.user_data()).unwrap_or(usize::MAX);
@@ -447,6 +491,115 @@ impl SectorReader for UringReader {
 
     fn kind(&self) -> ReaderKind {
         ReaderKind::Uring
+    }
+
+    fn slots(&self) -> usize {
+        self.batch_max
+    }
+
+    fn submit(&mut self, slot: usize, req: ReadRequest) -> Result<(), IoError> {
+        if let Some(e) = self.poisoned_error() {
+            return Err(e);
+        }
+        let checked = if slot >= self.batch_max {
+            Err(IoError::BatchTooLarge { requested: slot + 1, max: self.batch_max })
+        } else {
+            check_request(slot, &req, self.sectors_per_request_max)
+        };
+        if let Err(e) = checked {
+            // The caller gives up on this search: nothing stays in flight.
+            self.settle();
+            return Err(e);
+        }
+        assert!(self.states[slot] != SlotState::Busy, "slot {slot} is already being read");
+        // A batch read may have left fewer transfers than slots.
+        if self.transfers.len() < self.batch_max {
+            self.transfers.resize(self.batch_max, Transfer::new(&req));
+        }
+        // The last batch's bytes are no longer valid once a slot is reused.
+        self.sectors.clear();
+        self.transfers[slot] = Transfer::new(&req);
+        self.states[slot] = SlotState::Busy;
+        self.busy += 1;
+        self.pending.push(slot);
+        // Into the submission queue now; the kernel sees it at the next enter.
+        self.push_pending();
+        Ok(())
+    }
+
+    fn wait(&mut self, done: &mut Vec<usize>, block: bool) -> Result<(), IoError> {
+        if let Some(e) = self.poisoned_error() {
+            return Err(e);
+        }
+        let before = done.len();
+        let mut first_error = None;
+        while self.busy > 0 && done.len() == before && first_error.is_none() {
+            self.push_pending();
+            if self.in_flight == 0 {
+                break;
+            }
+            if block {
+                self.enter(1)?;
+            } else if !self.ring.submission().is_empty() {
+                // Only the queue's new entries need a system call; the
+                // completion queue is shared memory.
+                self.enter(0)?;
+            }
+            for cqe in self.ring.completion() {
+                self.in_flight -= 1;
+                let i = usize::try_from(cqe.user_data()).unwrap_or(usize::MAX);
+                assert!(
+                    self.states.get(i) == Some(&SlotState::Busy),
+                    "completion for slot {} that is not being read",
+                    cqe.user_data()
+                );
+                let res = cqe.result();
+                let result = if res < 0 {
+                    Err(io::Error::from_raw_os_error(res.wrapping_neg()))
+                } else {
+                    Ok(res as usize)
+                };
+                match self.transfers[i].advance(result, &self.path) {
+                    Step::Done => {
+                        let sectors = self.transfers[i].len / crate::format::SECTOR_BYTES as u32;
+                        self.states[i] = SlotState::Done { sectors };
+                        self.busy -= 1;
+                        done.push(i);
+                    }
+                    Step::Again => self.pending.push(i),
+                    Step::Failed(e) => {
+                        self.states[i] = SlotState::Free;
+                        self.busy -= 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if !block {
+                break;
+            }
+        }
+        if let Some(e) = first_error {
+            // The caller gives up on this search: nothing stays in flight.
+            for &i in &done[before..] {
+                self.states[i] = SlotState::Free;
+            }
+            done.truncate(before);
+            self.settle();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn slot(&self, slot: usize) -> &[u8] {
+        done_slot_data(&self.buf, self.slot_bytes, &self.states, slot)
+    }
+
+    fn pending(&self) -> usize {
+        self.busy
+    }
+
+    fn discard(&mut self) {
+        self.settle();
     }
 }
 

@@ -47,6 +47,19 @@ impl Beam {
         }
     }
 
+    /// Marks `id` seen; returns whether it was new (then the caller scores
+    /// it and [`Self::insert`]s it).
+    #[inline]
+    pub(crate) fn mark_seen(&mut self, id: u32) -> bool {
+        self.seen.insert(id)
+    }
+
+    /// Puts a node marked seen by [`Self::mark_seen`] into the pool.
+    #[inline]
+    pub(crate) fn insert(&mut self, id: u32, distance: f32) {
+        insert_candidate(&mut self.pool, self.list_size, id, distance);
+    }
+
     /// Offers a neighbour of an expanded node: scored with `distance` and put
     /// in the pool unless it was seen before. Returns whether it was scored.
     #[inline]

@@ -160,6 +160,10 @@ pub struct SearchConfig {
     pub list_size_default: usize,
     /// Beam width (reads in flight per round) when a query gives none.
     pub beam_width_default: usize,
+    /// How disk searches schedule reads: "pipelined" (up to the beam width
+    /// in flight, each record expanded as it lands) or "rounds" (DiskANN's
+    /// beam search).
+    pub mode: crate::search::SearchMode,
     /// Seconds a 503 tells the client to wait (Retry-After).
     pub retry_after_s: u64,
     /// RAM of each collection's entry cache (hot node records); 0: none.
@@ -249,6 +253,7 @@ impl Default for SearchConfig {
             queue_max: 256,
             list_size_default: 100,
             beam_width_default: 4,
+            mode: crate::search::SearchMode::default(),
             retry_after_s: 1,
             cache_bytes_per_collection: 0,
             in_memory_collections: Vec::new(),
@@ -571,6 +576,22 @@ mod tests {
         assert_eq!(c.search.in_memory_collections, vec!["a".to_string(), "b".to_string()]);
         let o = crate::server::open_options(&c, "b");
         assert!(o.index.in_memory && o.index.in_memory_bytes_max.is_none());
+        Ok(())
+    }
+
+    /// The search mode comes from the file or the environment, reaches
+    /// every collection's options, and a wrong name is refused.
+    #[test]
+    fn search_mode_is_a_key() -> Result<(), String> {
+        use crate::search::SearchMode;
+        let c = load_str("", &[])?;
+        assert_eq!(crate::server::open_options(&c, "a").index.search_mode, SearchMode::Pipelined);
+        let c = load_str("[search]\nmode = \"rounds\"\n", &[])?;
+        assert_eq!(crate::server::open_options(&c, "a").index.search_mode, SearchMode::Rounds);
+        let c = load_str("[search]\nmode = \"rounds\"\n", &[("BASALT_SEARCH_MODE", "pipelined")])?;
+        assert_eq!(c.search.mode, SearchMode::Pipelined);
+        let e = load_str("[search]\nmode = \"fast\"\n", &[]).expect_err("not a mode");
+        assert!(e.contains("fast") && e.contains("rounds"), "{e}");
         Ok(())
     }
 

@@ -114,7 +114,8 @@ pub fn check_name_plain(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Options collection `name` is opened with: the entry cache's RAM from
+/// Options collection `name` is opened with: the search mode, the entry
+/// cache's RAM from
 /// `search.cache_bytes_per_collection` (0: no cache), or the in-memory mode
 /// when `search.in_memory_collections` names it.
 pub fn open_options(cfg: &ServerConfig, name: &str) -> CollectionOptions {
@@ -123,6 +124,7 @@ pub fn open_options(cfg: &ServerConfig, name: &str) -> CollectionOptions {
         ..CollectionOptions::default()
     };
     o.filter_tuning.resolve_cap = cfg.search.filter_resolve_points_max;
+    o.index.search_mode = cfg.search.mode;
     let b = cfg.search.cache_bytes_per_collection;
     if b > 0 {
         o.index.cache_bytes = Some(b);
