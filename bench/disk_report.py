@@ -85,14 +85,15 @@ def main():
               + " | ".join(fmt(r[f'lat1@{t}']) for t in TARGETS) + " | "
               + " | ".join(fmt(r[f'reads1@{t}'], 1) for t in TARGETS) + f" | {fmt(r['best_recall'], 4)} |")
     by = {r["system"]: r for r in results}
-    pipes = [s for s in by if s.startswith("basalt-pipelined")]
+    ours = [s for s in by if s.startswith("basalt")]
     disk = [s for s in by if s.startswith("diskann")]
-    if pipes and disk:
-        p = by[pipes[0]]
-        print(f"\nRatios, {pipes[0]} to DiskANN's best width at each target "
+    if ours and disk:
+        print("\nRatios to DiskANN's best width at each target "
               "(QPS: higher is better; latency and reads: lower):\n")
-        print("| target | QPS ratio (2 thr) | latency ratio (1 thr) | reads ratio |")
-        print("|---|---:|---:|---:|")
+        print("| system | target | QPS ratio (2 thr) | latency ratio (1 thr) | reads ratio |")
+        print("|---|---|---:|---:|---:|")
+    for name_ in ours if disk else []:
+        p = by[name_]
         for t in TARGETS:
             qs = [by[s][f"qps2@{t}"] for s in disk if by[s][f"qps2@{t}"]]
             ls = [by[s][f"lat1@{t}"] for s in disk if by[s][f"lat1@{t}"]]
@@ -100,7 +101,7 @@ def main():
             q = p[f"qps2@{t}"] / max(qs) if qs and p[f"qps2@{t}"] else None
             lt = p[f"lat1@{t}"] / min(ls) if ls and p[f"lat1@{t}"] else None
             rd = p[f"reads1@{t}"] / min(rs) if rs and p[f"reads1@{t}"] else None
-            print(f"| {t} | {fmt(q, 2)} | {fmt(lt, 2)} | {fmt(rd, 2)} |")
+            print(f"| {name_} | {t} | {fmt(q, 2)} | {fmt(lt, 2)} | {fmt(rd, 2)} |")
     if py:
         series = []
         for (s, t), c in sorted(curves.items()):

@@ -332,7 +332,8 @@ pub struct QueryArgs {
     pub k: usize,
     #[arg(long = "L", default_value_t = 100)]
     pub l: usize,
-    #[arg(long, default_value_t = 4)]
+    /// Beam width W: most reads in flight (pipelined search).
+    #[arg(long, default_value_t = 8)]
     pub beam: usize,
     /// Include payloads.
     #[arg(long)]
@@ -425,9 +426,9 @@ pub struct SearchArgs {
     /// Comma-separated search list sizes; one result row per L.
     #[arg(long = "L", value_delimiter = ',', default_value = "10,20,40,80,160")]
     pub l: Vec<usize>,
-    /// Beam width W: reads per round (rounds), or most reads in flight
-    /// (pipelined).
-    #[arg(long, default_value_t = 4)]
+    /// Beam width W: most reads in flight (pipelined; the width starts at 4
+    /// and grows to W as the search converges), or reads per round (rounds).
+    #[arg(long, default_value_t = 8)]
     pub beam: usize,
     /// pipelined: up to W reads in flight, each record expanded as it lands
     /// (PipeANN); rounds: W reads a round, each round waits for all

@@ -4,7 +4,7 @@
   bench/.venv-diskann/bin/python bench/peers/diskann_search.py \
       --index DIR --queries Q.fbin --gt GT.ibin [--k 10] [--L 10,20,40,80,160] \
       [--beam 4] [--threads T] [--cache-nodes C] [--cache-mode sample|bfs] \
-      [--reps 1] [--warmup] [--latency-pass] [--drop-caches]
+      [--reps 1] [--warmup] [--latency-pass] [--drop-caches] [--thread-counts 1,2]
 
 One JSON object per L on stdout, with the keys `basalt search --json` prints
 (L, beam, threads, k, recall, qps, latency_us_mean, latency_us_p50,
@@ -104,6 +104,9 @@ def main():
                     help="sample: nodes most visited by the build's sample queries (what search_disk_index "
                          "does); bfs: BFS levels around the medoid")
     ap.add_argument("--reps", type=int, default=1, help="timed batch runs per L; the fastest is reported")
+    ap.add_argument("--thread-counts", default=None,
+                    help="comma-separated search thread counts run at each L on one load "
+                         "(the index is loaded with the largest); overrides --threads")
     ap.add_argument("--warmup", action="store_true", help="one untimed batch at each L before timing")
     ap.add_argument("--latency-pass", action="store_true",
                     help="also time every query alone (single-threaded) for p50/p99")
@@ -118,6 +121,10 @@ def main():
 
     if a.threads <= 0:  # batch_search would hand 0 to omp_set_num_threads
         a.threads = os.cpu_count()
+    # Several thread counts share one load (the sample-query cache is made
+    # at load, ~45 s on debian-384 with 2 threads): each L runs once per count.
+    counts = [int(x) for x in a.thread_counts.split(",")] if a.thread_counts else [a.threads]
+    a.threads = max(counts)
     Ls = [int(x) for x in a.L.split(",") if x.strip()]
     side = {}
     side_path = os.path.join(a.index, "peer_build.json")
@@ -162,7 +169,8 @@ def main():
         raise SystemExit(f"ground truth has {gt_ids.shape[0]} queries, fewer than {nq}")
     hits = binio.hit_sets(gt_ids[:nq], None if gt_scores is None else gt_scores[:nq], a.k)
 
-    for L in Ls:
+    for L, threads in [(L, t) for L in Ls for t in counts]:
+        a.threads = threads
         if a.warmup:
             index.batch_search(q, k_neighbors=a.k, complexity=L, num_threads=a.threads, beam_width=a.beam)
         best = None

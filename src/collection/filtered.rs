@@ -215,7 +215,7 @@ impl Collection {
                      accept: &dyn Fn(u32) -> bool|
          -> Result<crate::search::SearchResult, CollectionError> {
             g.with_searcher(|s| {
-                let mut hooks = SearchHooks { accept: Some(accept), visit: None };
+                let mut hooks = SearchHooks { accept: Some(accept), ..Default::default() };
                 Ok(g.index.search_with(s, q, params, &mut hooks)?)
             })
         };

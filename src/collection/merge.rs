@@ -612,8 +612,13 @@ impl Collection {
                 let mut seen: Vec<(u32, Vec<f32>)> = Vec::new();
                 g.with_searcher(|s| {
                     let mut visit = |id: u32, _d: f32, v: &[f32]| seen.push((id, v.to_vec()));
-                    let mut hooks =
-                        crate::search::SearchHooks { accept: None, visit: Some(&mut visit) };
+                    let mut hooks = crate::search::SearchHooks {
+                        accept: None,
+                        visit: Some(&mut visit),
+                        // Deterministic: the standby merges the same log
+                        // into the same graph.
+                        mode: Some(crate::search::SearchMode::Rounds),
+                    };
                     g.index.search_with(s, frozen.vector(i), &params, &mut hooks)?;
                     Ok(())
                 })?;

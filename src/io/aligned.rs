@@ -90,6 +90,19 @@ impl AlignedBuf {
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         self.ptr.as_ptr()
     }
+
+    /// Bytes `start..start + len`, viewed without a reference to the rest of
+    /// the buffer: the pipelined readers hand out a completed slot while the
+    /// kernel may still be writing other slots. Panics if out of bounds.
+    #[allow(unsafe_code, reason = "a slice view of part of the owned allocation")]
+    pub fn range(&self, start: usize, len: usize) -> &[u8] {
+        assert!(start.checked_add(len).is_some_and(|end| end <= self.len), "range out of bounds");
+        // SAFETY: in bounds (checked above) of the live allocation this
+        // buffer owns; the caller guarantees nothing writes this range (the
+        // slot's read has completed and it is not resubmitted while the
+        // borrow of `self` lasts).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(start), len) }
+    }
 }
 
 #[allow(unsafe_code, reason = "a slice view of the owned allocation")]

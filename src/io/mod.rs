@@ -183,7 +183,9 @@ pub trait SectorReader: Send {
     /// (io_uring submits the queue and waits in one system call); the
     /// `pread` reader reads at once. Bad requests are errors, as in
     /// [`Self::read`]; after any error of `submit` or [`Self::wait`] nothing
-    /// is pending (what was in flight has been waited for and dropped).
+    /// is pending (what was in flight has been waited for and dropped),
+    /// unless the io_uring reader is poisoned (its `io_uring_enter` failed:
+    /// every later call fails, and dropping it reaps or leaks its buffer).
     fn submit(&mut self, slot: usize, req: ReadRequest) -> Result<(), IoError>;
 
     /// Pipelined use: sends what is queued and appends every completed slot
@@ -383,15 +385,15 @@ enum SlotState {
 
 /// The bytes of pipelined slot `slot`, which must be `Done`.
 fn done_slot_data<'a>(
-    buf: &'a [u8],
+    buf: &'a AlignedBuf,
     slot_bytes: usize,
     states: &[SlotState],
     slot: usize,
 ) -> &'a [u8] {
     match states.get(slot) {
+        // Only this slot's bytes: the kernel may be writing others.
         Some(SlotState::Done { sectors }) => {
-            let start = slot * slot_bytes;
-            &buf[start..start + *sectors as usize * SECTOR_BYTES]
+            buf.range(slot * slot_bytes, *sectors as usize * SECTOR_BYTES)
         }
         other => panic!("slot {slot} has no completed read ({other:?})"),
     }

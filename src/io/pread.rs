@@ -82,9 +82,12 @@ impl PreadReader {
 impl SectorReader for PreadReader {
     fn read(&mut self, reqs: &[ReadRequest]) -> Result<(), IoError> {
         self.sectors.clear();
+        assert!(
+            self.completed.is_empty(),
+            "a batch read starts with no pipelined read pending (as io_uring's does)"
+        );
         // The batch overwrites the pipelined slots.
         self.states.fill(SlotState::Free);
-        self.completed.clear();
         check_batch(reqs, self.batch_max, self.sectors_per_request_max)?;
         for (slot, req) in reqs.iter().enumerate() {
             self.read_one(slot, req)?;

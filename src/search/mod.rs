@@ -78,7 +78,7 @@ impl std::str::FromStr for SearchMode {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "rounds" => Ok(SearchMode::Rounds),
-            "pipelined" | "pipe" => Ok(SearchMode::Pipelined),
+            "pipelined" => Ok(SearchMode::Pipelined),
             other => Err(format!("unknown search mode {other:?} (expected rounds or pipelined)")),
         }
     }
@@ -252,6 +252,10 @@ pub struct SearchHooks<'a> {
     /// Called with every record read: id, exact distance to the query, and
     /// the record's vector as f32 (the merge's insert phase prunes with them).
     pub visit: Option<&'a mut RecordVisitor<'a>>,
+    /// This search's mode instead of the index's (the merge asks for rounds:
+    /// a primary and its standby must build the same graph from the same
+    /// log, so the search must not depend on when reads land).
+    pub mode: Option<SearchMode>,
 }
 
 /// A query's answer: ids and exact distances (smaller is nearer), best first.
@@ -659,7 +663,7 @@ impl Index {
         if let Some(g) = &self.mem {
             return memory::search(g, &mut s.mem, &qt, &dist, self.header.medoid, params, hooks);
         }
-        if self.search_mode == SearchMode::Pipelined {
+        if hooks.mode.unwrap_or(self.search_mode) == SearchMode::Pipelined {
             return self.pipe_search(s, q, &qt, &dist, params, hooks);
         }
         let mut stats = QueryStats::default();

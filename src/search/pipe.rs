@@ -204,7 +204,8 @@ impl Index {
             // 2. Collect what has landed (the entry point's read may already
             // be in `landed`); block only when nothing else can be done.
             if in_flight > 0 {
-                let block = !progressed && p.ready.is_empty();
+                // (The entry point's read may have landed already.)
+                let block = !progressed && p.ready.is_empty() && p.landed.is_empty();
                 let t = Instant::now();
                 s.reader.wait(&mut p.landed, block)?;
                 if block {

@@ -158,7 +158,8 @@ pub struct SearchConfig {
     pub queue_max: usize,
     /// Search list size L when a query gives no `params.hnsw_ef`.
     pub list_size_default: usize,
-    /// Beam width (reads in flight per round) when a query gives none.
+    /// Beam width when a query gives none: the most reads in flight
+    /// (pipelined) or the reads per round (rounds).
     pub beam_width_default: usize,
     /// How disk searches schedule reads: "pipelined" (up to the beam width
     /// in flight, each record expanded as it lands) or "rounds" (DiskANN's
@@ -252,7 +253,7 @@ impl Default for SearchConfig {
             threads: 0,
             queue_max: 256,
             list_size_default: 100,
-            beam_width_default: 4,
+            beam_width_default: 8,
             mode: crate::search::SearchMode::default(),
             retry_after_s: 1,
             cache_bytes_per_collection: 0,
