@@ -22,19 +22,9 @@ import subprocess
 import sys
 from collections import defaultdict
 
+from disk_report import at_recall  # the same reading of a curve at a recall
+
 TARGETS = (0.90, 0.95, 0.98)
-
-
-def at_recall(curve, target):
-    prev = None
-    for p in curve:
-        if p["recall"] >= target:
-            if prev is None or p["recall"] == prev["recall"]:
-                return p["qps"]
-            t = (target - prev["recall"]) / (p["recall"] - prev["recall"])
-            return prev["qps"] + t * (p["qps"] - prev["qps"])
-        prev = p
-    return None
 
 
 def main():
@@ -66,7 +56,7 @@ def main():
         b = builds.get(system.replace("-mem", ""), {})
         summary.append({
             "set": name, "system": system, "threads": int(threads),
-            **{f"qps_at_{t:.2f}": at_recall(curve, t) for t in TARGETS},
+            **{f"qps_at_{t:.2f}": at_recall(curve, t, "qps") for t in TARGETS},
             "best_recall": max(p["recall"] for p in curve),
             "build_s": b.get("build_s"), "build_peak_rss_mb": b.get("peak_rss_mb"),
             "search_peak_rss_mb": max(p["peak_rss_mb"] for p in curve),

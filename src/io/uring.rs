@@ -454,13 +454,7 @@ impl SectorReader for UringReader {
                 self.in_flight -= 1;
                 let i = usize::try_from(cqe.user_data()).unwrap_or(usize::MAX);
                 assert!(i < reqs.len(), "completion for unknown request {}", cqe.user_data());
-                let res = cqe.result();
-                let result = if res < 0 {
-                    Err(io::Error::from_raw_os_error(res.wrapping_neg()))
-                } else {
-                    Ok(res as usize)
-                };
-                match self.transfers[i].advance(result, &self.path) {
+                match self.transfers[i].advance(transfer_result(cqe.result()), &self.path) {
                     Step::Done => {}
                     Step::Again => {
                         if first_error.is_none() {
@@ -553,13 +547,7 @@ impl SectorReader for UringReader {
                     "completion for slot {} that is not being read",
                     cqe.user_data()
                 );
-                let res = cqe.result();
-                let result = if res < 0 {
-                    Err(io::Error::from_raw_os_error(res.wrapping_neg()))
-                } else {
-                    Ok(res as usize)
-                };
-                match self.transfers[i].advance(result, &self.path) {
+                match self.transfers[i].advance(transfer_result(cqe.result()), &self.path) {
                     Step::Done => {
                         let sectors = self.transfers[i].len / crate::format::SECTOR_BYTES as u32;
                         self.states[i] = SlotState::Done { sectors };
@@ -681,6 +669,11 @@ fn check_opcodes(ring: &IoUring) -> Result<(), IoError> {
         });
     }
     Ok(())
+}
+
+/// A read's completion code as bytes read or the error it reports.
+fn transfer_result(res: i32) -> io::Result<usize> {
+    if res < 0 { Err(io::Error::from_raw_os_error(res.wrapping_neg())) } else { Ok(res as usize) }
 }
 
 fn is_transient_enter_error(e: &io::Error) -> bool {

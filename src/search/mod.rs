@@ -446,7 +446,6 @@ impl Index {
             requests: Vec::new(),
             mem: MemScratch::default(),
             pipe: PipeScratch::default(),
-            fresh: Vec::new(),
         })
     }
 
@@ -540,7 +539,7 @@ impl Index {
     ) -> Result<SearchResult, SearchError> {
         let started = Instant::now();
         let mut stats = QueryStats::default();
-        let mut io_ns = 0u128;
+        let mut times = QueryTimes::default();
         let n = self.len();
         if let Some(&bad) = slots.iter().find(|&&id| u64::from(id) >= n) {
             return Err(SearchError::Params(format!(
@@ -588,7 +587,7 @@ impl Index {
             if !s.requests.is_empty() {
                 let t = Instant::now();
                 s.reader.read(&s.requests)?;
-                io_ns += t.elapsed().as_nanos();
+                times.io_ns += t.elapsed().as_nanos();
                 stats.sector_reads +=
                     s.requests.len() as u64 * u64::from(self.layout.sectors_per_record);
             }
@@ -606,24 +605,12 @@ impl Index {
                         &data[at..at + self.layout.record_bytes as usize]
                     }
                 };
-                let rec = self
-                    .layout
-                    .decode_record(id, bytes, true)
-                    .map_err(|f| self.record_error(id, f))?;
-                rec.vector_into(&mut vec_buf);
-                best.push(dist.eval(&qt, &vec_buf), id);
+                let no_hooks = &mut SearchHooks::default();
+                self.rerank(id, bytes, &qt, &dist, &mut vec_buf, &mut best, no_hooks)?;
                 stats.exact_distances += 1;
             }
         }
-        let found = best.into_sorted();
-        let total_us = started.elapsed().as_micros() as u64;
-        stats.io_us = (io_ns / 1000) as u64;
-        stats.cpu_us = total_us.saturating_sub(stats.io_us);
-        Ok(SearchResult {
-            ids: found.iter().map(|n| n.id).collect(),
-            distances: found.iter().map(|n| n.distance).collect(),
-            stats,
-        })
+        Ok(times.finish(started, best, stats))
     }
 
     /// The codes of every node (the merge scores and decodes with them).
@@ -664,15 +651,20 @@ impl Index {
             return memory::search(g, &mut s.mem, &qt, &dist, self.header.medoid, params, hooks);
         }
         if hooks.mode.unwrap_or(self.search_mode) == SearchMode::Pipelined {
-            return self.pipe_search(s, q, &qt, &dist, params, hooks);
+            let r = self.pipe_search(s, q, &qt, &dist, params, hooks);
+            if r.is_err() {
+                // Every read still in flight is waited for and dropped, so
+                // the searcher stays usable.
+                s.reader.discard();
+            }
+            return r;
         }
         let mut stats = QueryStats::default();
-        let mut io_ns = 0u128;
-        let (mut pq_ns, mut exact_ns) = (0u128, 0u128);
+        let mut times = QueryTimes::default();
         let t_table = Instant::now();
         self.space.query(q, &mut s.pq_query);
         self.codebook.fill_lookup_table(&s.pq_query, pqspace::TABLE_METRIC, &mut s.table);
-        let table_ns = t_table.elapsed().as_nanos();
+        times.table_ns = t_table.elapsed().as_nanos();
         let mut vec_buf: Vec<T> = vec![T::default(); self.dim()];
         let mut best = TopK::new(params.k);
 
@@ -701,7 +693,7 @@ impl Index {
             if !s.requests.is_empty() {
                 let t = Instant::now();
                 s.reader.read(&s.requests)?;
-                io_ns += t.elapsed().as_nanos();
+                times.io_ns += t.elapsed().as_nanos();
                 stats.sector_reads +=
                     s.requests.len() as u64 * u64::from(self.layout.sectors_per_record);
             }
@@ -721,52 +713,75 @@ impl Index {
                         &data[at..at + self.layout.record_bytes as usize]
                     }
                 };
-                let rec = self
-                    .layout
-                    // check_graph: a neighbour id >= N would index past the
-                    // codes; the record decoder already knows how to refuse it.
-                    .decode_record(id, bytes, true)
-                    .map_err(|f| self.record_error(id, f))?;
-                rec.vector_into(&mut vec_buf);
-                let d = dist.eval(&qt, &vec_buf);
-                if hooks.accept.is_none_or(|accept| accept(id)) {
-                    best.push(d, id);
-                }
+                let rec = self.rerank(id, bytes, &qt, &dist, &mut vec_buf, &mut best, hooks)?;
                 stats.exact_distances += 1;
-                if let Some(visit) = hooks.visit.as_mut() {
-                    visit(id, d, &vec_buf.iter().map(|x| x.to_f32()).collect::<Vec<f32>>());
-                }
                 let t_pq = Instant::now();
-                exact_ns += (t_pq - t_exact).as_nanos();
-                // Prefetch every unseen neighbour's code before scoring the
-                // first: the codes are scattered (measured on debian-384 at
-                // L 60: PQ scoring 388 -> about 150 us a query).
-                s.fresh.clear();
-                for n in rec.neighbors() {
-                    if s.beam.mark_seen(n) {
-                        crate::distance::prefetch(self.codes.row(n), 1);
-                        s.fresh.push(n);
-                    }
-                }
-                for &n in &s.fresh {
-                    s.beam.insert(n, s.table.distance(self.codes.row(n)));
-                }
-                stats.pq_distances += s.fresh.len() as u64;
-                pq_ns += t_pq.elapsed().as_nanos();
+                times.exact_ns += (t_pq - t_exact).as_nanos();
+                stats.pq_distances +=
+                    s.beam.score_neighbors(rec.neighbors(), &s.table, &self.codes);
+                times.pq_ns += t_pq.elapsed().as_nanos();
             }
         }
+        Ok(times.finish(started, best, stats))
+    }
+
+    /// Checks node `id`'s record in `bytes` and reranks it: its exact
+    /// distance into `best` when the accept hook takes it, then the visit
+    /// hook. Returns the record for its neighbours.
+    #[allow(clippy::too_many_arguments, reason = "one call per search loop, all borrowed state")]
+    fn rerank<'b, T: DistanceElement>(
+        &self,
+        id: u32,
+        bytes: &'b [u8],
+        qt: &[T],
+        dist: &Distance<T>,
+        vec_buf: &mut [T],
+        best: &mut TopK,
+        hooks: &mut SearchHooks<'_>,
+    ) -> Result<crate::format::graph::RecordView<'b>, SearchError> {
+        let rec = self
+            .layout
+            // check_graph: a neighbour id >= N would index past the codes;
+            // the record decoder already knows how to refuse it.
+            .decode_record(id, bytes, true)
+            .map_err(|f| self.record_error(id, f))?;
+        rec.vector_into(vec_buf);
+        let d = dist.eval(qt, vec_buf);
+        if hooks.accept.is_none_or(|accept| accept(id)) {
+            best.push(d, id);
+        }
+        if let Some(visit) = hooks.visit.as_mut() {
+            visit(id, d, &vec_buf.iter().map(|x| x.to_f32()).collect::<Vec<f32>>());
+        }
+        Ok(rec)
+    }
+}
+
+/// Where one query's time went, in nanoseconds (the disk searches').
+#[derive(Default)]
+struct QueryTimes {
+    io_ns: u128,
+    table_ns: u128,
+    pq_ns: u128,
+    exact_ns: u128,
+}
+
+impl QueryTimes {
+    /// The answer: `best` in order, with `stats` completed by these times
+    /// (the CPU time is the rest of the query since `started`).
+    fn finish(&self, started: Instant, best: TopK, mut stats: QueryStats) -> SearchResult {
+        let us = |ns: u128| (ns / 1000) as u64;
+        stats.io_us = us(self.io_ns);
+        stats.cpu_us = (started.elapsed().as_micros() as u64).saturating_sub(stats.io_us);
+        stats.pq_table_us = us(self.table_ns);
+        stats.pq_us = us(self.pq_ns);
+        stats.exact_us = us(self.exact_ns);
         let found = best.into_sorted();
-        let total_us = started.elapsed().as_micros() as u64;
-        stats.io_us = (io_ns / 1000) as u64;
-        stats.cpu_us = total_us.saturating_sub(stats.io_us);
-        stats.pq_table_us = (table_ns / 1000) as u64;
-        stats.pq_us = (pq_ns / 1000) as u64;
-        stats.exact_us = (exact_ns / 1000) as u64;
-        Ok(SearchResult {
+        SearchResult {
             ids: found.iter().map(|n| n.id).collect(),
             distances: found.iter().map(|n| n.distance).collect(),
             stats,
-        })
+        }
     }
 }
 
@@ -782,8 +797,6 @@ pub struct Searcher {
     requests: Vec<ReadRequest>,
     mem: MemScratch,
     pipe: PipeScratch,
-    /// The unseen neighbours of the record being expanded.
-    fresh: Vec<u32>,
 }
 
 impl Searcher {

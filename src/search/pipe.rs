@@ -36,15 +36,15 @@
 
 use std::time::Instant;
 
-use rustc_hash::FxHashSet;
-
-use super::{Index, QueryStats, SearchError, SearchHooks, SearchParams, SearchResult, Searcher};
+use super::beam::Beam;
+use super::{
+    Index, QueryStats, QueryTimes, SearchError, SearchHooks, SearchParams, SearchResult, Searcher,
+};
 use crate::distance::{Distance, DistanceElement};
 use crate::format::SECTOR_BYTES;
 use crate::index::pqspace;
 use crate::io::ReadRequest;
 use crate::topk::TopK;
-use crate::vamana::{Candidate, insert_candidate};
 
 /// Reads in flight at the start of a query (PipeANN's initial width).
 pub const PIPE_WIDTH_START: usize = 4;
@@ -68,57 +68,22 @@ struct Ready {
 /// One thread's pipelined-search scratch, reused across queries.
 #[derive(Default)]
 pub(super) struct PipeScratch {
-    /// Best L candidates by PQ distance; `expanded` here means picked
-    /// (issued, available or expanded).
-    pool: Vec<Candidate>,
-    seen: FxHashSet<u32>,
+    /// Best L candidates by PQ distance and the nodes seen; a candidate
+    /// marked expanded here has been picked (issued, available or expanded).
+    beam: Beam,
     ready: Vec<Ready>,
     /// Slots not holding a read in flight or a record not yet expanded.
     free: Vec<usize>,
     /// The node and issue distance of each slot's read.
     slot_node: Vec<(u32, f32)>,
     landed: Vec<usize>,
-    /// The unseen neighbours of the record being expanded.
-    fresh: Vec<u32>,
-}
-
-impl PipeScratch {
-    /// Whether `(distance, id)` is still among the best L.
-    fn in_pool(&self, distance: f32, id: u32) -> bool {
-        let pos = self.pool.partition_point(|c| (c.distance, c.id) < (distance, id));
-        self.pool.get(pos).is_some_and(|c| c.id == id)
-    }
-
-    /// Picks the best unpicked candidate; returns it and its pool position.
-    fn pick(&mut self) -> Option<(usize, u32, f32)> {
-        let pos = self.pool.iter().position(|c| !c.expanded)?;
-        let c = &mut self.pool[pos];
-        c.expanded = true;
-        Some((pos, c.id, c.distance))
-    }
 }
 
 impl Index {
     /// The pipelined search (module doc); the round-based one is
-    /// `beam_search`. On an error every read still in flight is waited for
-    /// and dropped, so the searcher stays usable.
+    /// `beam_search`. On an error, reads may be left in flight: the caller
+    /// discards them.
     pub(super) fn pipe_search<T: DistanceElement>(
-        &self,
-        s: &mut Searcher,
-        q: &[f32],
-        qt: &[T],
-        dist: &Distance<T>,
-        params: &SearchParams,
-        hooks: &mut SearchHooks<'_>,
-    ) -> Result<SearchResult, SearchError> {
-        let r = self.pipe_search_inner(s, q, qt, dist, params, hooks);
-        if r.is_err() {
-            s.reader.discard();
-        }
-        r
-    }
-
-    fn pipe_search_inner<T: DistanceElement>(
         &self,
         s: &mut Searcher,
         q: &[f32],
@@ -129,14 +94,12 @@ impl Index {
     ) -> Result<SearchResult, SearchError> {
         let started = Instant::now();
         let mut stats = QueryStats::default();
-        let (mut io_ns, mut pq_ns, mut exact_ns) = (0u128, 0u128, 0u128);
+        let mut times = QueryTimes::default();
         let l = params.list_size;
         let w_max = params.beam_width.min(s.reader.slots());
         let mut w = PIPE_WIDTH_START.min(w_max);
         let spr = self.layout.sectors_per_record;
         let p = &mut s.pipe;
-        p.pool.clear();
-        p.seen.clear();
         p.ready.clear();
         p.free.clear();
         p.free.extend((0..s.reader.slots()).rev());
@@ -151,7 +114,6 @@ impl Index {
 
         // The entry point's read goes out before the table is filled.
         let start = self.header.medoid;
-        p.seen.insert(start);
         let start_slot = if self.cache.contains(start) {
             None
         } else {
@@ -165,11 +127,11 @@ impl Index {
         let t_table = Instant::now();
         self.space.query(q, &mut s.pq_query);
         self.codebook.fill_lookup_table(&s.pq_query, pqspace::TABLE_METRIC, &mut s.table);
-        let table_ns = t_table.elapsed().as_nanos();
+        times.table_ns = t_table.elapsed().as_nanos();
         let d0 = s.table.distance(self.codes.row(start));
         stats.pq_distances += 1;
-        insert_candidate(&mut p.pool, l, start, d0);
-        p.pool[0].expanded = true;
+        p.beam.start(l, w_max, start, d0);
+        p.beam.pick();
         match start_slot {
             Some(slot) => p.slot_node[slot] = (start, d0),
             None => p.ready.push(Ready { id: start, distance: d0, slot: None }),
@@ -187,7 +149,7 @@ impl Index {
             // neighbours were scored).
             if in_flight < w
                 && !p.free.is_empty()
-                && let Some((pos, id, d)) = p.pick()
+                && let Some((pos, id, d)) = p.beam.pick()
             {
                 deepest_pick = deepest_pick.max(pos);
                 progressed = true;
@@ -209,7 +171,7 @@ impl Index {
                 let t = Instant::now();
                 s.reader.wait(&mut p.landed, block)?;
                 if block {
-                    io_ns += t.elapsed().as_nanos();
+                    times.io_ns += t.elapsed().as_nanos();
                     stats.rounds += 1;
                 }
             } else if !progressed && p.ready.is_empty() {
@@ -218,7 +180,7 @@ impl Index {
             }
             if !p.landed.is_empty() {
                 in_flight -= p.landed.len();
-                let worst = if p.pool.len() == l { p.pool[l - 1].distance } else { f32::INFINITY };
+                let worst = p.beam.worst();
                 for &slot in &p.landed {
                     let (id, distance) = p.slot_node[slot];
                     p.ready.push(Ready { id, distance, slot: Some(slot) });
@@ -257,55 +219,22 @@ impl Index {
                     &s.reader.slot(slot)[at..at + self.layout.record_bytes as usize]
                 }
             };
-            let rec = self
-                .layout
-                .decode_record(r.id, bytes, true)
-                .map_err(|f| self.record_error(r.id, f))?;
-            rec.vector_into(&mut vec_buf);
-            let d = dist.eval(qt, &vec_buf);
-            if hooks.accept.is_none_or(|accept| accept(r.id)) {
-                best.push(d, r.id);
-            }
+            let rec = self.rerank(r.id, bytes, qt, dist, &mut vec_buf, &mut best, hooks)?;
             stats.exact_distances += 1;
-            if let Some(visit) = hooks.visit.as_mut() {
-                visit(r.id, d, &vec_buf.iter().map(|x| x.to_f32()).collect::<Vec<f32>>());
-            }
             let t_pq = Instant::now();
-            exact_ns += (t_pq - t_exact).as_nanos();
-            if p.in_pool(r.distance, r.id) {
-                // The unseen neighbours' codes are scattered over the codes
-                // array: ask for all of them before scoring the first.
-                p.fresh.clear();
-                for n in rec.neighbors() {
-                    if p.seen.insert(n) {
-                        crate::distance::prefetch(self.codes.row(n), 1);
-                        p.fresh.push(n);
-                    }
-                }
-                for &n in &p.fresh {
-                    insert_candidate(&mut p.pool, l, n, s.table.distance(self.codes.row(n)));
-                }
-                stats.pq_distances += p.fresh.len() as u64;
+            times.exact_ns += (t_pq - t_exact).as_nanos();
+            if p.beam.holds(r.distance, r.id) {
+                stats.pq_distances +=
+                    p.beam.score_neighbors(rec.neighbors(), &s.table, &self.codes);
             } else if r.slot.is_some() {
                 stats.wasted_reads += 1;
             }
-            pq_ns += t_pq.elapsed().as_nanos();
+            times.pq_ns += t_pq.elapsed().as_nanos();
             if let Some(slot) = r.slot {
                 p.free.push(slot);
             }
         }
         debug_assert_eq!(s.reader.pending(), 0);
-        let found = best.into_sorted();
-        let total_us = started.elapsed().as_micros() as u64;
-        stats.io_us = (io_ns / 1000) as u64;
-        stats.cpu_us = total_us.saturating_sub(stats.io_us);
-        stats.pq_table_us = (table_ns / 1000) as u64;
-        stats.pq_us = (pq_ns / 1000) as u64;
-        stats.exact_us = (exact_ns / 1000) as u64;
-        Ok(SearchResult {
-            ids: found.iter().map(|n| n.id).collect(),
-            distances: found.iter().map(|n| n.distance).collect(),
-            stats,
-        })
+        Ok(times.finish(started, best, stats))
     }
 }
