@@ -395,6 +395,13 @@ pub struct BuildArgs {
     /// Replace an existing index at --out.
     #[arg(long)]
     pub force: bool,
+    /// How nodes are numbered: packed (graph neighbours share a sector, so
+    /// a search uses every record of a sector it reads; the index keeps an
+    /// ids file mapping nodes to input rows) or row-order (node = row).
+    /// Packing applies when several records fit a sector and the build is
+    /// in memory; otherwise the index is in row order.
+    #[arg(long, value_enum, default_value_t = PlacementArg::Packed)]
+    pub placement: PlacementArg,
     /// Fill lists below R with the nearest pruned candidates (DiskANN's
     /// disk build does); measured on debian-384 it changed neither recall
     /// nor reads, so it is off by default.
@@ -403,6 +410,22 @@ pub struct BuildArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `basalt build --placement`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlacementArg {
+    Packed,
+    RowOrder,
+}
+
+impl From<PlacementArg> for crate::format::graph::Placement {
+    fn from(p: PlacementArg) -> Self {
+        match p {
+            PlacementArg::Packed => crate::format::graph::Placement::Packed,
+            PlacementArg::RowOrder => crate::format::graph::Placement::RowOrder,
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -62,6 +62,15 @@ impl TopK {
         }
     }
 
+    /// [`Self::push`] unless `id` is held already (a search that scores a
+    /// record twice: once with its sector, once when expanded).
+    #[inline]
+    pub fn push_unique(&mut self, distance: f32, id: u32) {
+        if distance <= self.threshold() && !self.heap.iter().any(|n| n.id == id) {
+            self.push(distance, id);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.heap.len()
     }

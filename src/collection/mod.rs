@@ -1179,17 +1179,25 @@ fn catch_up_map(idmap: &IdMap, g: Option<&Generation>) -> Result<(), CollectionE
         idmap.apply(&ch.changes, g.ident)?;
         return Ok(());
     }
-    if g.ids.is_some() || applied.is_some() {
+    if applied.is_some() {
         return Err(CollectionError::Corrupt(format!(
             "the id map reflects {applied:?}, and generation {} has no changes to catch it up",
             g.ident
         )));
     }
-    // An index built by `basalt build`: external id = row number.
+    // An index built by `basalt build`: external id = row number (a packed
+    // build's ids file maps its nodes to rows).
     let n = g.slots();
     let mut chunk = Vec::with_capacity(idmap::APPLY_BATCH_CHANGES);
+    let mut scan = g.ids.as_ref().map(|f| f.scan());
     for slot in 0..n {
-        chunk.push(Change::Put { id: ExternalId::Num(slot), slot: slot as u32, payload: None });
+        let id = match scan.as_mut() {
+            Some(it) => it.next().transpose()?.flatten().ok_or_else(|| {
+                CollectionError::Corrupt(format!("generation {}: node {slot} has no id", g.ident))
+            })?,
+            None => ExternalId::Num(slot),
+        };
+        chunk.push(Change::Put { id, slot: slot as u32, payload: None });
         if chunk.len() == idmap::APPLY_BATCH_CHANGES {
             idmap.apply_chunk(&chunk)?;
             chunk.clear();

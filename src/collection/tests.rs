@@ -242,9 +242,18 @@ fn writes_during_a_merge_are_kept() {
 }
 
 /// An index made by `basalt build` opens as a collection (id = row) and an
-/// import keeps the ids and payloads it was given.
+/// import keeps the ids and payloads it was given, in row order and packed
+/// (nodes numbered apart from rows: the ids file maps them back), through
+/// a merge too.
 #[test]
 fn built_index_and_import_open_as_collections() {
+    use crate::format::graph::Placement;
+    for placement in [Placement::RowOrder, Placement::Packed] {
+        built_and_imported(placement);
+    }
+}
+
+fn built_and_imported(placement: crate::format::graph::Placement) {
     let dir = tempfile::tempdir().unwrap();
     let m = Mixture::new(DIM, 4, 1).unwrap();
     let base = dir.path().join("b.fbin");
@@ -253,15 +262,22 @@ fn built_index_and_import_open_as_collections() {
     let opts = crate::index::build::BuildOptions {
         graph: crate::vamana::BuildParams { degree_max: 16, list_size: 32, ..Default::default() },
         pq_chunks: 4,
+        placement,
         ..Default::default()
     };
     let idx = dir.path().join("idx");
     crate::index::build::build_index(&base, &idx, &opts, &()).unwrap();
     let file = crate::vecfile::VectorFile::open(&base).unwrap();
-    let mut row = Vec::new();
-    file.read_rows_f32(42, 1, &mut row).unwrap();
+    let row_of = |r: u64| {
+        let mut row = Vec::new();
+        file.read_rows_f32(r, 1, &mut row).unwrap();
+        row
+    };
+    let row = row_of(42);
+    let sample: Vec<u64> = (0..500).step_by(23).filter(|&r| r != 42).collect();
     {
         let c = open(&idx);
+        assert_eq!(c.state.read().generation.as_ref().unwrap().index.header().placement, placement);
         assert_eq!(c.count(), 500);
         assert_eq!(c.get(&ExternalId::Num(42)).unwrap().unwrap().vector, row);
         assert_eq!(c.search(&row, &params(1), false, None).unwrap()[0].id, ExternalId::Num(42));
@@ -269,6 +285,13 @@ fn built_index_and_import_open_as_collections() {
         c.merge_now(&merge::NoProgress).unwrap();
         assert!(c.get(&ExternalId::Num(42)).unwrap().is_none());
         assert_eq!(c.count(), 499);
+        // Every other row is still its own id after the merge, and found.
+        assert_eq!(c.state.read().generation.as_ref().unwrap().index.header().placement, placement);
+        for &r in &sample {
+            let v = row_of(r);
+            assert_eq!(c.get(&ExternalId::Num(r)).unwrap().unwrap().vector, v, "row {r}");
+            assert_eq!(c.search(&v, &params(1), false, None).unwrap()[0].id, ExternalId::Num(r));
+        }
     }
     let ids: Vec<ExternalId> = (0..500)
         .map(|i| {
@@ -290,6 +313,12 @@ fn built_index_and_import_open_as_collections() {
     assert_eq!(got.payload.as_deref(), Some("{\"i\":42}"));
     assert_eq!(c.search(&row, &params(1), true, None).unwrap()[0].id, ids[42]);
     assert!(c.get(&ExternalId::Num(42)).unwrap().is_none());
+    for &r in &sample {
+        let got = c.get(&ids[r as usize]).unwrap().unwrap();
+        assert_eq!(got.vector, row_of(r), "row {r}");
+        let want = (r % 3 == 0).then(|| format!("{{\"i\":{r}}}"));
+        assert_eq!(got.payload, want, "row {r}");
+    }
     // Duplicate ids are refused and leave nothing behind.
     let mut dup = ids.clone();
     dup[7] = dup[3].clone();

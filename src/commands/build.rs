@@ -60,6 +60,7 @@ pub fn run(a: BuildArgs) -> Result<()> {
         force: a.force,
         memory_budget_bytes: a.build_memory.map(|g| (g * (1u64 << 30) as f64) as u64),
         shards: a.shards,
+        placement: a.placement.into(),
         ..Default::default()
     };
     // Every argument, the input and the output are checked before anything
@@ -171,8 +172,10 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         format!("{} sectors per record", l.sectors_per_record)
     };
     println!(
-        "layout       record {} B, {placement}, {} data sectors",
-        l.record_bytes, l.data_sectors
+        "layout       record {} B, {placement}, {} data sectors, nodes in {}",
+        l.record_bytes,
+        l.data_sectors,
+        h.placement.name()
     );
     println!(
         "pq           {} bytes per vector, trained on <= {} vectors",

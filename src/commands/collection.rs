@@ -71,6 +71,7 @@ pub fn import(a: ImportArgs) -> Result<()> {
             ..Default::default()
         },
         pq_chunks: a.pq_bytes,
+        placement: basalt::format::graph::Placement::Packed,
         ..Default::default()
     };
     let s = basalt::collection::import::import(&a.data, ids, payloads, &a.out, &opts)?;

@@ -197,6 +197,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         shards: None,
         force: true,
         saturate: false,
+        placement: basalt::cli::PlacementArg::Packed,
         json: false,
     })?;
     build::verify(basalt::cli::InspectArgs { dir: index.clone() })?;

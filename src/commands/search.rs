@@ -37,6 +37,7 @@ struct Row {
     exact_us_mean: f64,
     /// Records read but not expanded (the pipelined search's speculation).
     wasted_reads_mean: f64,
+    sector_hits_mean: f64,
     /// The process's peak resident memory so far (VmHWM), when known.
     peak_rss_bytes: Option<u64>,
 }
@@ -110,6 +111,9 @@ pub fn run(a: SearchArgs) -> Result<()> {
     }
     let mut queries = Vec::new();
     qf.read_rows_f32_checked(0, nq, &mut queries)?;
+    // A packed index numbers its nodes apart from the input rows; answers
+    // are reported (and scored against the ground truth) as rows.
+    let rows = index.rows()?;
     let gt: Option<GroundTruth> = match &a.gt {
         Some(p) => {
             let g = read_ground_truth(p)?;
@@ -128,7 +132,8 @@ pub fn run(a: SearchArgs) -> Result<()> {
     let mut last_ids = Vec::new();
     for &l in &a.l {
         let params = SearchParams { k: a.k, list_size: l, beam_width: a.beam };
-        let (row, ids) = run_level(&index, &queries, nq, &params, threads, gt.as_ref())?;
+        let (row, ids) =
+            run_level(&index, &queries, nq, &params, threads, gt.as_ref(), rows.as_deref())?;
         if a.json {
             println!("{}", serde_json::to_string(&row)?);
         } else {
@@ -175,6 +180,7 @@ fn run_level(
     params: &SearchParams,
     threads: usize,
     gt: Option<&GroundTruth>,
+    rows: Option<&[u32]>,
 ) -> Result<(Row, Vec<Vec<u32>>)> {
     let dim = index.dim();
     let next = AtomicUsize::new(0);
@@ -204,7 +210,10 @@ fn run_level(
     let mut lat = Vec::with_capacity(nq);
     let mut sum = QueryStats::default();
     for part in per_thread {
-        for (i, found, st, us) in part? {
+        for (i, mut found, st, us) in part? {
+            if let Some(rows) = rows {
+                found.iter_mut().for_each(|id| *id = rows[*id as usize]);
+            }
             ids[i] = found;
             lat.push(us);
             sum.add(&st);
@@ -245,6 +254,7 @@ fn run_level(
             pq_us_mean: sum.pq_us as f64 / n,
             exact_us_mean: sum.exact_us as f64 / n,
             wasted_reads_mean: sum.wasted_reads as f64 / n,
+            sector_hits_mean: sum.sector_hits as f64 / n,
             peak_rss_bytes: basalt::index::peak_rss_bytes(),
         },
         ids,

@@ -36,6 +36,7 @@ fn valid_header() -> GraphHeader {
         seed: 1,
         ident: IDENT,
         ip_norm_max: 0.0,
+        placement: Default::default(),
     }
 }
 

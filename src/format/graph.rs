@@ -12,7 +12,8 @@
 //!  24  node count N u64            80 build id u64 (random, never 0)
 //!  32  record_bytes u32            88 generation u64
 //!  36  records_per_sector u32      96 ip_norm_max f32 (M of the MIPS reduction; 0 unless ip)
-//!  40  sectors_per_record u32     100..4092 zero
+//!  40  sectors_per_record u32     100 placement u32 (0 row order, 1 packed)
+//!                                 104..4092 zero
 //!                               4092 CRC-32C of bytes 0..4092
 //!
 //! node record (record_bytes = dim*elem + 4 + 4R + 4):
@@ -29,6 +30,12 @@
 //! otherwise each record starts on a sector boundary and spans
 //! `sectors_per_record = ceil(record_bytes / 4096)` whole sectors
 //! (`records_per_sector = 0`). All offsets are u64.
+//!
+//! Record i is node i's in both placements; they differ in which node is
+//! node i. Row order: node i is row i of the input. Packed: the build
+//! numbered the nodes so that a node's graph neighbours share its sector
+//! (`index::placement`), and the generation's ids file maps each node back
+//! to its row; a search uses every record of a sector it has read.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -62,6 +69,42 @@ pub struct GraphHeader {
     /// Inner product only: M, the norm the MIPS-to-L2 reduction augments to
     /// (`sqrt(M^2 - |x|^2)`); 0 for l2 and cosine.
     pub ip_norm_max: f32,
+    /// How the build numbered the nodes (which records share a sector).
+    pub placement: Placement,
+}
+
+/// How the nodes of a graph file are numbered, and so which records share
+/// a sector (see the module doc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// Node i is input row i.
+    #[default]
+    RowOrder,
+    /// Nodes numbered so that graph neighbours share sectors; the ids file
+    /// maps nodes to rows.
+    Packed,
+}
+
+impl Placement {
+    pub fn tag(self) -> u32 {
+        match self {
+            Placement::RowOrder => 0,
+            Placement::Packed => 1,
+        }
+    }
+    pub fn from_tag(t: u32) -> Option<Placement> {
+        match t {
+            0 => Some(Placement::RowOrder),
+            1 => Some(Placement::Packed),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::RowOrder => "row order",
+            Placement::Packed => "packed",
+        }
+    }
 }
 
 /// Where records live, derived from the header.
@@ -178,6 +221,7 @@ impl GraphHeader {
         b[72..80].copy_from_slice(&l.data_sectors.to_le_bytes());
         b[80..96].copy_from_slice(&self.ident.encode());
         b[96..100].copy_from_slice(&self.ip_norm_max.to_le_bytes());
+        b[100..104].copy_from_slice(&self.placement.tag().to_le_bytes());
         let crc = crc32c(&b[..HEADER_CRC_AT]);
         b[HEADER_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -228,12 +272,16 @@ impl GraphHeader {
             seed: le_u64(b, 64),
             ident: FileIdent::decode(b, 80),
             ip_norm_max: le_f32(b, 96),
+            placement: match Placement::from_tag(le_u32(b, 100)) {
+                Some(p) => p,
+                None => return bad(100, format!("unknown placement tag {}", le_u32(b, 100))),
+            },
         };
         if b[14..16] != [0, 0] {
             return bad(14, "reserved bytes are not zero".into());
         }
-        if let Some(at) = b[100..HEADER_CRC_AT].iter().position(|&x| x != 0) {
-            return bad(100 + at as u64, "reserved bytes are not zero".into());
+        if let Some(at) = b[104..HEADER_CRC_AT].iter().position(|&x| x != 0) {
+            return bad(104 + at as u64, "reserved bytes are not zero".into());
         }
         if h.ident.build_id == 0 {
             return bad(80, "build id is 0".into());
@@ -547,6 +595,7 @@ mod tests {
             seed: 9,
             ident: FileIdent { build_id: 0xfeed, generation: 3 },
             ip_norm_max: 0.0,
+            placement: Default::default(),
         }
     }
 

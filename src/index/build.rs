@@ -25,7 +25,7 @@ use crate::distance::{DistanceElement, Metric, normalize};
 use crate::element::{Element, ElementType};
 use crate::format::FileIdent;
 use crate::format::codes::CodesWriter;
-use crate::format::graph::{GraphHeader, GraphWriter};
+use crate::format::graph::{GraphHeader, GraphWriter, Placement};
 /// Creates `path`, writes `bytes` and fsyncs it.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
     let mut f = fs::File::create(path).map_err(|e| IndexError::io(path, "create", e))?;
@@ -69,6 +69,11 @@ pub struct BuildOptions {
     /// Build in this many shards even when the in-memory build fits
     /// (`None`: only when it does not, with the count the budget gives).
     pub shards: Option<usize>,
+    /// How nodes are numbered: `Packed` puts graph neighbours in one sector
+    /// (`placement`; in-memory builds of records that share sectors; the
+    /// generation then has an ids file mapping nodes to rows). The library
+    /// default keeps node = row; `basalt build` and collections pack.
+    pub placement: Placement,
 }
 
 impl Default for BuildOptions {
@@ -83,6 +88,7 @@ impl Default for BuildOptions {
             memory_budget_bytes: None,
             ip_norm_max: None,
             shards: None,
+            placement: Placement::RowOrder,
         }
     }
 }
@@ -480,6 +486,8 @@ fn build_typed<T: DistanceElement>(
         seed: opts.graph.seed,
         ident,
         ip_norm_max,
+        // Set by the graph phase (packing needs the graph).
+        placement: Placement::RowOrder,
     };
     let files = GenFiles { dir: &gen_dir, codes: &codes_path, codebook: &codebook, space };
     let g = match (partition, mean) {
@@ -497,7 +505,8 @@ fn build_typed<T: DistanceElement>(
 
     // Manifest (sizes and whole-file checksums), fsync, then publish.
     let mut files = Vec::new();
-    for name in super::LAYOUT_FILES {
+    let ids = gen_dir.join(super::IDS_FILE).exists().then_some(super::IDS_FILE);
+    for name in super::LAYOUT_FILES.into_iter().chain(ids) {
         let p = gen_dir.join(name);
         files.push(FileEntry {
             name: name.to_string(),
@@ -631,6 +640,62 @@ fn write_hot(
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// Rewrites the codes file in node order after a packing renumbered the
+/// nodes (`row_of_slot[node]` is the row whose code it takes).
+fn renumber_codes(files: &GenFiles<'_>, row_of_slot: &[u32]) -> Result<(), IndexError> {
+    let (codes, _) = crate::format::codes::read_codes(files.codes)?;
+    let chunks = codes.chunks();
+    let mut w = CodesWriter::create(files.codes, chunks, codes.n(), codes.ident())?;
+    let mut buf = Vec::with_capacity(chunks * 4096);
+    for block in row_of_slot.chunks(4096) {
+        buf.clear();
+        for &r in block {
+            buf.extend_from_slice(codes.row(r));
+        }
+        w.append(&buf)?;
+    }
+    w.finish()?;
+    Ok(())
+}
+
+/// Writes the ids file of a packed generation: node -> input row.
+fn write_row_ids(dir: &Path, row_of_slot: &[u32], ident: FileIdent) -> Result<(), IndexError> {
+    use crate::collection::ids::ExternalId;
+    let path = dir.join(super::IDS_FILE);
+    let mut w =
+        crate::collection::idfile::IdFileWriter::create(&path, row_of_slot.len() as u64, ident)?;
+    for &r in row_of_slot {
+        w.append(Some(&ExternalId::Num(u64::from(r))))?;
+    }
+    w.finish()?;
+    Ok(())
+}
+
+/// The input row of each node of a packed build (its ids file, written by
+/// [`write_row_ids`]), or `None` when the build left nodes in row order.
+/// The import and a collection's first build compose their own ids with it.
+pub fn read_row_ids(dir: &Path, ident: FileIdent, n: u64) -> Result<Option<Vec<u32>>, IndexError> {
+    use crate::collection::ids::ExternalId;
+    let path = dir.join(super::IDS_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let f = crate::collection::idfile::IdFile::open(&path, ident, n)?;
+    let mut rows = Vec::with_capacity(n as usize);
+    for (slot, id) in f.scan().enumerate() {
+        match id? {
+            Some(ExternalId::Num(r)) if r < n => rows.push(r as u32),
+            other => {
+                return Err(IndexError::Input(format!(
+                    "{}: node {slot} maps to {other:?}, not an input row",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(Some(rows))
+}
+
 /// The graph built in memory at once: every vector loaded, Vamana, the
 /// graph file written in one pass, the hot list.
 fn in_memory_graph<T: DistanceElement>(
@@ -661,31 +726,57 @@ fn in_memory_graph<T: DistanceElement>(
     progress.phase_done();
     phases.push(("graph".to_string(), t.elapsed().as_secs_f64()));
 
+    // Packed placement: nodes renumbered so that neighbours share sectors.
+    let per_sector = header.layout().records_per_sector as usize;
+    let packing = (opts.placement == Placement::Packed && per_sector >= 2).then(|| {
+        let t = Instant::now();
+        progress.phase("placement", 1);
+        let p = super::placement::pack(n as u32, per_sector, graph.medoid(), |r, out| {
+            graph.with_neighbors(r, |nb| out.extend_from_slice(nb))
+        });
+        progress.phase_done();
+        phases.push(("placement".to_string(), t.elapsed().as_secs_f64()));
+        p
+    });
+    header.placement = if packing.is_some() { Placement::Packed } else { Placement::RowOrder };
+    // Node id -> input row, and row -> node id.
+    let row_of = |id: u32| packing.as_ref().map_or(id, |p| p.row_of_slot[id as usize]);
+    let slot_of = |row: u32| packing.as_ref().map_or(row, |p| p.slot_of_row[row as usize]);
+
     let t = Instant::now();
     progress.phase("write", n);
-    header.medoid = graph.medoid();
+    header.medoid = slot_of(graph.medoid());
     let graph_path = files.dir.join(GRAPH_FILE);
     let mut w = GraphWriter::create(&graph_path, &header)?;
+    let mut list = Vec::new();
     for id in 0..n as u32 {
-        graph.with_neighbors(id, |nb| w.append(graph.vector(id), nb))?;
+        let r = row_of(id);
+        list.clear();
+        graph.with_neighbors(r, |nb| list.extend(nb.iter().map(|&u| slot_of(u))));
+        w.append(graph.vector(r), &list)?;
         if id % 65_536 == 0 {
             progress.advance(id as u64);
         }
     }
     w.finish()?;
+    if let Some(p) = &packing {
+        renumber_codes(files, &p.row_of_slot)?;
+        write_row_ids(files.dir, &p.row_of_slot, header.ident)?;
+    }
     progress.phase_done();
     phases.push(("write".to_string(), t.elapsed().as_secs_f64()));
 
     let mut row = |id: u32, out: &mut Vec<f32>| {
-        out.extend(graph.vector(id).iter().map(|x| x.to_f32()));
+        out.extend(graph.vector(row_of(id)).iter().map(|x| x.to_f32()));
         Ok(())
     };
-    let neighbors =
-        |id: u32, out: &mut Vec<u32>| graph.with_neighbors(id, |nb| out.extend_from_slice(nb));
+    let neighbors = |id: u32, out: &mut Vec<u32>| {
+        graph.with_neighbors(row_of(id), |nb| out.extend(nb.iter().map(|&u| slot_of(u))))
+    };
     let hot_s = write_hot(files, &header, dim, &mut row, neighbors, progress)?;
     phases.push(("hot list".to_string(), hot_s));
     Ok(GraphOut {
-        medoid: graph.medoid(),
+        medoid: header.medoid,
         degrees: graph.degree_stats(),
         unreachable: graph.unreachable_from_medoid(),
         phases,

@@ -28,6 +28,7 @@
 
 pub mod build;
 pub mod partition;
+pub mod placement;
 pub mod pqspace;
 pub mod publish;
 pub mod verify;
@@ -57,6 +58,9 @@ pub const IDS_FILE: &str = "ids";
 pub const CHANGES_FILE: &str = "changes";
 /// The files a collection's generation may add after [`LAYOUT_FILES`], in this order.
 pub const COLLECTION_FILES: [&str; 2] = [IDS_FILE, CHANGES_FILE];
+/// Every file a build may write into its generation: the layout, and a
+/// packed build's ids (node -> input row).
+pub const BUILD_FILES: [&str; 5] = [GRAPH_FILE, PQ_FILE, CODES_FILE, HOT_FILE, IDS_FILE];
 /// Largest manifest accepted (it is small; anything larger is not ours).
 pub const MANIFEST_BYTES_MAX: u64 = 1 << 20;
 /// The trailer line's prefix: `crc32c 0x` + 8 hex digits + `\n`.

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{CWD, RenameFlags, renameat_with};
 
-use super::{IndexError, IndexFiles, LAYOUT_FILES, MANIFEST_FILE, check_plain_name};
+use super::{IndexError, IndexFiles, MANIFEST_FILE, check_plain_name};
 use crate::fsutil::{parent_dir, sync_dir};
 
 /// What is at an output path before a build.
@@ -321,9 +321,9 @@ pub(crate) fn remove_partial(dir: &Path) -> Result<(), String> {
                 let inner = inner.map_err(|e| e.to_string())?;
                 let iname = inner.file_name();
                 let ok = inner.file_type().is_ok_and(|t| t.is_file())
-                    && LAYOUT_FILES.iter().any(|f| iname.to_str() == Some(f));
+                    && super::BUILD_FILES.iter().any(|f| iname.to_str() == Some(f));
                 if !ok {
-                    return Err(format!("holds {}, not a layout file", inner.path().display()));
+                    return Err(format!("holds {}, not a build's file", inner.path().display()));
                 }
             }
             gen_dirs.push(entry.path());
@@ -338,7 +338,7 @@ pub(crate) fn remove_partial(dir: &Path) -> Result<(), String> {
         fs::remove_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
     for g in &gen_dirs {
-        for f in LAYOUT_FILES {
+        for f in super::BUILD_FILES {
             remove_if_present(&g.join(f)).map_err(|e| e.to_string())?;
         }
         fs::remove_dir(g).map_err(|e| format!("{}: {e}", g.display()))?;

@@ -91,6 +91,15 @@ pub fn verify_index(dir: &Path) -> Result<VerifyReport, IndexError> {
     files.codebook()?;
     files.codes()?;
     files.hot()?;
+    if header.placement == crate::format::graph::Placement::Packed
+        && files.manifest.entry(super::IDS_FILE).is_none()
+    {
+        return Err(IndexError::Input(format!(
+            "{}: the graph is packed (nodes numbered apart from the input rows) but the \
+             manifest lists no ids file mapping them back",
+            graph.display()
+        )));
+    }
     for name in [super::IDS_FILE, super::CHANGES_FILE] {
         if let Some(e) = files.manifest.entry(name) {
             let p = files.path(name);
@@ -398,6 +407,7 @@ mod tests {
             seed: 1,
             ident: FileIdent { build_id: 5, generation: 0 },
             ip_norm_max: 0.0,
+            placement: Default::default(),
         };
         let mut w = GraphWriter::create(path, &h).unwrap();
         for i in 0..n as u32 {

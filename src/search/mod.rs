@@ -19,6 +19,18 @@ mod cache;
 pub mod hot;
 mod memory;
 mod pipe;
+mod sectors;
+use sectors::Sectors;
+
+/// Where a record of a round comes from (the round-based search).
+#[derive(Clone, Copy, Debug)]
+enum RoundSrc {
+    Cache,
+    /// A sector kept by this query.
+    Kept(u32),
+    /// The round's j-th read.
+    Read(usize),
+}
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -221,6 +233,9 @@ pub struct QueryStats {
     /// Records read whose candidate had left the best L by the time they
     /// landed: reranked, not expanded (the pipelined search's speculation).
     pub wasted_reads: u64,
+    /// Records taken from a sector this query had already read, or was
+    /// reading for another record: the reads a packed placement saves.
+    pub sector_hits: u64,
 }
 
 impl QueryStats {
@@ -237,6 +252,7 @@ impl QueryStats {
         self.pq_us += b.pq_us;
         self.exact_us += b.exact_us;
         self.wasted_reads += b.wasted_reads;
+        self.sector_hits += b.sector_hits;
     }
 }
 
@@ -369,6 +385,35 @@ impl Index {
         Ok(index)
     }
 
+    /// Whether searches keep the sectors they read and rerank every record
+    /// in them (a packed placement with several records a sector).
+    pub(crate) fn packed_sectors(&self) -> bool {
+        self.header.placement == crate::format::graph::Placement::Packed
+            && self.layout.records_per_sector >= 2
+    }
+
+    /// The input row of each node, for an index whose build packed its
+    /// placement (node ids are not rows then; its ids file maps them back).
+    /// `None` in row order, or when the ids are not all row numbers (a
+    /// collection's own ids).
+    pub fn rows(&self) -> Result<Option<Vec<u32>>, SearchError> {
+        if self.header.placement != crate::format::graph::Placement::Packed {
+            return Ok(None);
+        }
+        let path = self.dir.join(self.manifest.generation_dir()).join(crate::index::IDS_FILE);
+        let f = crate::collection::idfile::IdFile::open(&path, self.header.ident, self.len())?;
+        let mut rows = Vec::with_capacity(self.len() as usize);
+        for id in f.scan() {
+            match id? {
+                Some(crate::collection::ids::ExternalId::Num(r)) if r <= u64::from(u32::MAX) => {
+                    rows.push(r as u32)
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(rows))
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -446,6 +491,8 @@ impl Index {
             requests: Vec::new(),
             mem: MemScratch::default(),
             pipe: PipeScratch::default(),
+            sectors: Sectors::default(),
+            round_src: Vec::new(),
         })
     }
 
@@ -673,6 +720,8 @@ impl Index {
         s.beam.start(params.list_size, params.beam_width, start, d0);
         stats.pq_distances += 1;
 
+        let keeping = self.packed_sectors();
+        s.sectors.clear();
         loop {
             // The W best unvisited candidates among the best L.
             s.beam.next_batch(&mut s.batch);
@@ -680,15 +729,30 @@ impl Index {
                 break;
             }
             stats.rounds += 1;
-            // One submission for every uncached record of the round.
+            // One submission for every record of the round not cached, not
+            // in a sector kept from an earlier round and not in a sector
+            // another record of this round reads.
             s.requests.clear();
+            s.round_src.clear();
             for &id in &s.batch {
-                if !self.cache.contains(id) {
-                    s.requests.push(ReadRequest {
-                        offset: self.layout.sector_of(id) * crate::format::SECTOR_BYTES as u64,
-                        sectors: self.layout.sectors_per_record,
-                    });
-                }
+                let sector = self.layout.sector_of(id);
+                let offset = sector * crate::format::SECTOR_BYTES as u64;
+                let src = if self.cache.contains(id) {
+                    RoundSrc::Cache
+                } else if let Some(k) = keeping.then(|| s.sectors.get(sector)).flatten() {
+                    stats.sector_hits += 1;
+                    RoundSrc::Kept(k)
+                } else if let Some(j) =
+                    s.requests.iter().position(|r| keeping && r.offset == offset)
+                {
+                    stats.sector_hits += 1;
+                    RoundSrc::Read(j)
+                } else {
+                    s.requests
+                        .push(ReadRequest { offset, sectors: self.layout.sectors_per_record });
+                    RoundSrc::Read(s.requests.len() - 1)
+                };
+                s.round_src.push(src);
             }
             if !s.requests.is_empty() {
                 let t = Instant::now();
@@ -697,21 +761,63 @@ impl Index {
                 stats.sector_reads +=
                     s.requests.len() as u64 * u64::from(self.layout.sectors_per_record);
             }
-            let mut slot = 0;
+            if keeping {
+                // Kept for later rounds (and, from here, for this one).
+                for (j, r) in s.requests.iter().enumerate() {
+                    let sector = r.offset / crate::format::SECTOR_BYTES as u64;
+                    // The read's other records into the answer (its own is
+                    // reranked below, with its expansion).
+                    let own =
+                        s.round_src.iter().position(|x| matches!(*x, RoundSrc::Read(y) if y == j));
+                    let read_id = s.batch[own.expect("every read is some record's")];
+                    stats.exact_distances += self.rerank_mates(
+                        sector,
+                        s.reader.data(j),
+                        read_id,
+                        &qt,
+                        &dist,
+                        &mut vec_buf,
+                        &mut best,
+                        hooks,
+                    )?;
+                    if let Some(k) = s.sectors.keep(sector, s.reader.data(j), false) {
+                        for src in s.round_src.iter_mut() {
+                            if matches!(*src, RoundSrc::Read(x) if x == j) {
+                                *src = RoundSrc::Kept(k);
+                            }
+                        }
+                    }
+                }
+            }
+            let len = self.layout.record_bytes as usize;
             for bi in 0..s.batch.len() {
                 let t_exact = Instant::now();
                 let id = s.batch[bi];
-                let bytes: &[u8] = match self.cache.get(id) {
-                    Some(b) => {
+                let at = self.layout.offset_in_sector(id);
+                if keeping
+                    && matches!(s.round_src[bi], RoundSrc::Cache)
+                    && let Some((sector, data)) = self.cache.sector(id)
+                    && s.sectors.first_cached(sector)
+                {
+                    // A cached sector's other records, as a read one's.
+                    stats.exact_distances += self.rerank_mates(
+                        sector,
+                        data,
+                        id,
+                        &qt,
+                        &dist,
+                        &mut vec_buf,
+                        &mut best,
+                        hooks,
+                    )?;
+                }
+                let bytes: &[u8] = match s.round_src[bi] {
+                    RoundSrc::Cache => {
                         stats.cache_hits += 1;
-                        b
+                        self.cache.get(id).expect("chosen because it is cached")
                     }
-                    None => {
-                        let data = s.reader.data(slot);
-                        slot += 1;
-                        let at = self.layout.offset_in_sector(id);
-                        &data[at..at + self.layout.record_bytes as usize]
-                    }
+                    RoundSrc::Kept(k) => s.sectors.record(k, at, len),
+                    RoundSrc::Read(j) => &s.reader.data(j)[at..at + len],
                 };
                 let rec = self.rerank(id, bytes, &qt, &dist, &mut vec_buf, &mut best, hooks)?;
                 stats.exact_distances += 1;
@@ -723,6 +829,57 @@ impl Index {
             }
         }
         Ok(times.finish(started, best, stats))
+    }
+
+    /// Reranks the records of sector `sector` (its bytes `data`) other than
+    /// `read_id`'s: with a packed placement they are the read node's graph
+    /// neighbours, so near the query too; each is checked and scored
+    /// exactly into `best` when the accept hook takes it (the visit hook is
+    /// not called: it sees expansions only). Returns how many were scored.
+    #[allow(clippy::too_many_arguments, reason = "one call per read, all borrowed state")]
+    fn rerank_mates<T: DistanceElement>(
+        &self,
+        sector: u64,
+        data: &[u8],
+        read_id: u32,
+        qt: &[T],
+        dist: &Distance<T>,
+        vec_buf: &mut [T],
+        best: &mut TopK,
+        hooks: &SearchHooks<'_>,
+    ) -> Result<u64, SearchError> {
+        let rps = u64::from(self.layout.records_per_sector);
+        let len = self.layout.record_bytes as usize;
+        let first = (sector - 1) * rps;
+        let mut scored = 0;
+        for j in 0..rps {
+            let id = first + j;
+            if id >= self.len() {
+                break;
+            }
+            let id = id as u32;
+            if id == read_id {
+                continue;
+            }
+            let at = j as usize * len;
+            let rec = self
+                .layout
+                .decode_record(id, &data[at..at + len], true)
+                .map_err(|f| self.record_error(id, f))?;
+            // A record without edges is skipped: a collection's free slot
+            // (zero vector, no edges) must never be returned, and a live
+            // node without edges is still found by expansion as before.
+            if rec.degree() == 0 {
+                continue;
+            }
+            rec.vector_into(vec_buf);
+            let d = dist.eval(qt, vec_buf);
+            if hooks.accept.is_none_or(|accept| accept(id)) {
+                best.push_unique(d, id);
+            }
+            scored += 1;
+        }
+        Ok(scored)
     }
 
     /// Checks node `id`'s record in `bytes` and reranks it: its exact
@@ -748,7 +905,7 @@ impl Index {
         rec.vector_into(vec_buf);
         let d = dist.eval(qt, vec_buf);
         if hooks.accept.is_none_or(|accept| accept(id)) {
-            best.push(d, id);
+            best.push_unique(d, id);
         }
         if let Some(visit) = hooks.visit.as_mut() {
             visit(id, d, &vec_buf.iter().map(|x| x.to_f32()).collect::<Vec<f32>>());
@@ -797,6 +954,10 @@ pub struct Searcher {
     requests: Vec<ReadRequest>,
     mem: MemScratch,
     pipe: PipeScratch,
+    /// The sectors the current query has read (disk searches).
+    sectors: Sectors,
+    /// Where each record of the current round comes from.
+    round_src: Vec<RoundSrc>,
 }
 
 impl Searcher {

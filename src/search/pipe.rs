@@ -55,14 +55,37 @@ pub const CONVERGE_POSITION: usize = 5;
 /// at which the width still grows.
 pub const OUT_SHARE_MAX: f64 = 0.1;
 
-/// A record available to expand: from a completed read or the cache.
+/// Where an available record is.
+#[derive(Clone, Copy, Debug)]
+enum Src {
+    /// The entry cache.
+    Cache,
+    /// A reader slot, still holding its read.
+    Slot(usize),
+    /// A sector the query kept (`Sectors`).
+    Kept(u32),
+}
+
+/// A record available to expand: from a completed read, the cache, or a
+/// kept sector.
 #[derive(Clone, Copy, Debug)]
 struct Ready {
     id: u32,
     /// PQ distance it was issued with (its pool rank).
     distance: f32,
-    /// The reader slot holding it; `None`: in the entry cache.
-    slot: Option<usize>,
+    src: Src,
+    /// Whether it cost a read of its own (for `wasted_reads`).
+    read: bool,
+}
+
+/// A read in flight: its node, issue distance and sector; whether it was
+/// promised a place among the kept sectors.
+#[derive(Clone, Copy, Debug, Default)]
+struct Flight {
+    id: u32,
+    distance: f32,
+    sector: u64,
+    keep: bool,
 }
 
 /// One thread's pipelined-search scratch, reused across queries.
@@ -74,9 +97,11 @@ pub(super) struct PipeScratch {
     ready: Vec<Ready>,
     /// Slots not holding a read in flight or a record not yet expanded.
     free: Vec<usize>,
-    /// The node and issue distance of each slot's read.
-    slot_node: Vec<(u32, f32)>,
+    /// Each slot's read.
+    flight: Vec<Flight>,
     landed: Vec<usize>,
+    /// Candidates whose sector is in flight for another: (slot, id, distance).
+    riders: Vec<(usize, u32, f32)>,
 }
 
 impl Index {
@@ -103,14 +128,17 @@ impl Index {
         p.ready.clear();
         p.free.clear();
         p.free.extend((0..s.reader.slots()).rev());
-        p.slot_node.clear();
-        p.slot_node.resize(s.reader.slots(), (0, 0.0));
+        p.flight.clear();
+        p.flight.resize(s.reader.slots(), Flight::default());
         p.landed.clear();
+        p.riders.clear();
+        let kept = &mut s.sectors;
+        kept.clear();
+        // Sectors are kept when they hold several records.
+        let keeping = self.packed_sectors();
         let mut in_flight = 0usize;
-        let request = |id: u32| ReadRequest {
-            offset: self.layout.sector_of(id) * SECTOR_BYTES as u64,
-            sectors: spr,
-        };
+        let request =
+            |sector: u64| ReadRequest { offset: sector * SECTOR_BYTES as u64, sectors: spr };
 
         // The entry point's read goes out before the table is filled.
         let start = self.header.medoid;
@@ -118,10 +146,13 @@ impl Index {
             None
         } else {
             let slot = p.free.pop().expect("a reader has at least one slot");
-            s.reader.submit(slot, request(start))?;
+            let sector = self.layout.sector_of(start);
+            s.reader.submit(slot, request(sector))?;
             s.reader.wait(&mut p.landed, false)?;
             in_flight += 1;
             stats.sector_reads += u64::from(spr);
+            let keep = keeping && kept.reserve();
+            p.flight[slot] = Flight { id: start, distance: 0.0, sector, keep };
             Some(slot)
         };
         let t_table = Instant::now();
@@ -133,8 +164,8 @@ impl Index {
         p.beam.start(l, w_max, start, d0);
         p.beam.pick();
         match start_slot {
-            Some(slot) => p.slot_node[slot] = (start, d0),
-            None => p.ready.push(Ready { id: start, distance: d0, slot: None }),
+            Some(slot) => p.flight[slot].distance = d0,
+            None => p.ready.push(Ready { id: start, distance: d0, src: Src::Cache, read: false }),
         }
 
         let mut vec_buf: Vec<T> = vec![T::default(); self.dim()];
@@ -143,8 +174,9 @@ impl Index {
         let (mut landed_in, mut landed_out) = (0u64, 0u64);
         loop {
             let mut progressed = false;
-            // 1. Issue one read (or take one record from the cache). One a
-            // step: issuing up to the width at once measured slower (more
+            // 1. Issue one read (or take one record from the cache or a
+            // kept sector, or ride on a read in flight for its sector). One
+            // a step: issuing up to the width at once measured slower (more
             // wasted reads, picks made before the last expansion's
             // neighbours were scored).
             if in_flight < w
@@ -153,12 +185,22 @@ impl Index {
             {
                 deepest_pick = deepest_pick.max(pos);
                 progressed = true;
+                let sector = self.layout.sector_of(id);
                 if self.cache.contains(id) {
-                    p.ready.push(Ready { id, distance: d, slot: None });
+                    p.ready.push(Ready { id, distance: d, src: Src::Cache, read: false });
+                } else if let Some(k) = keeping.then(|| kept.get(sector)).flatten() {
+                    stats.sector_hits += 1;
+                    p.ready.push(Ready { id, distance: d, src: Src::Kept(k), read: false });
+                } else if let Some(slot) = (0..p.flight.len())
+                    .find(|&i| keeping && p.flight[i].keep && p.flight[i].sector == sector)
+                {
+                    stats.sector_hits += 1;
+                    p.riders.push((slot, id, d));
                 } else {
                     let slot = p.free.pop().expect("checked above");
-                    p.slot_node[slot] = (id, d);
-                    s.reader.submit(slot, request(id))?;
+                    let keep = keeping && kept.reserve();
+                    p.flight[slot] = Flight { id, distance: d, sector, keep };
+                    s.reader.submit(slot, request(sector))?;
                     in_flight += 1;
                     stats.sector_reads += u64::from(spr);
                 }
@@ -166,7 +208,6 @@ impl Index {
             // 2. Collect what has landed (the entry point's read may already
             // be in `landed`); block only when nothing else can be done.
             if in_flight > 0 {
-                // (The entry point's read may have landed already.)
                 let block = !progressed && p.ready.is_empty() && p.landed.is_empty();
                 let t = Instant::now();
                 s.reader.wait(&mut p.landed, block)?;
@@ -182,9 +223,43 @@ impl Index {
                 in_flight -= p.landed.len();
                 let worst = p.beam.worst();
                 for &slot in &p.landed {
-                    let (id, distance) = p.slot_node[slot];
-                    p.ready.push(Ready { id, distance, slot: Some(slot) });
-                    if distance <= worst {
+                    let f = p.flight[slot];
+                    // Only reads in flight are marked `keep` (riders look).
+                    p.flight[slot].keep = false;
+                    if keeping {
+                        // The sector's other records into the answer.
+                        let data = s.reader.slot(slot);
+                        stats.exact_distances += self.rerank_mates(
+                            f.sector,
+                            data,
+                            f.id,
+                            qt,
+                            dist,
+                            &mut vec_buf,
+                            &mut best,
+                            hooks,
+                        )?;
+                    }
+                    let src = match f.keep {
+                        true => {
+                            let k = kept.keep(f.sector, s.reader.slot(slot), true);
+                            Src::Kept(k.expect("a reserved sector is always kept"))
+                        }
+                        false => Src::Slot(slot),
+                    };
+                    if let Src::Kept(k) = src {
+                        // The slot is free again; riders take the kept copy.
+                        p.free.push(slot);
+                        p.riders.retain(|&(rs, id, distance)| {
+                            if rs != slot {
+                                return true;
+                            }
+                            p.ready.push(Ready { id, distance, src: Src::Kept(k), read: false });
+                            false
+                        });
+                    }
+                    p.ready.push(Ready { id: f.id, distance: f.distance, src, read: true });
+                    if f.distance <= worst {
                         landed_in += 1;
                     } else {
                         landed_out += 1;
@@ -209,15 +284,34 @@ impl Index {
             };
             let r = p.ready.swap_remove(i);
             let t_exact = Instant::now();
-            let bytes: &[u8] = match r.slot {
-                None => {
+            let len = self.layout.record_bytes as usize;
+            if keeping
+                && matches!(r.src, Src::Cache)
+                && let Some((sector, data)) = self.cache.sector(r.id)
+                && kept.first_cached(sector)
+            {
+                // A cached sector's other records, as a read one's.
+                stats.exact_distances += self.rerank_mates(
+                    sector,
+                    data,
+                    r.id,
+                    qt,
+                    dist,
+                    &mut vec_buf,
+                    &mut best,
+                    hooks,
+                )?;
+            }
+            let bytes: &[u8] = match r.src {
+                Src::Cache => {
                     stats.cache_hits += 1;
                     self.cache.get(r.id).expect("picked because it is cached")
                 }
-                Some(slot) => {
+                Src::Slot(slot) => {
                     let at = self.layout.offset_in_sector(r.id);
-                    &s.reader.slot(slot)[at..at + self.layout.record_bytes as usize]
+                    &s.reader.slot(slot)[at..at + len]
                 }
+                Src::Kept(k) => kept.record(k, self.layout.offset_in_sector(r.id), len),
             };
             let rec = self.rerank(r.id, bytes, qt, dist, &mut vec_buf, &mut best, hooks)?;
             stats.exact_distances += 1;
@@ -226,11 +320,11 @@ impl Index {
             if p.beam.holds(r.distance, r.id) {
                 stats.pq_distances +=
                     p.beam.score_neighbors(rec.neighbors(), &s.table, &self.codes);
-            } else if r.slot.is_some() {
+            } else if r.read {
                 stats.wasted_reads += 1;
             }
             times.pq_ns += t_pq.elapsed().as_nanos();
-            if let Some(slot) = r.slot {
+            if let Src::Slot(slot) = r.src {
                 p.free.push(slot);
             }
         }

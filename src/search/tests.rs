@@ -553,3 +553,107 @@ fn pipelined_search_reaches_recall_with_both_readers() {
         assert_eq!(x.stats.wasted_reads, 0);
     }
 }
+
+/// A packed placement (`index::placement`) walks the same graph as row
+/// order, numbered apart: with one build thread both builds make the same
+/// graph, so the searches expand the same nodes, but the packed one reads
+/// fewer sectors (the records it reaches are in sectors it has kept) and
+/// reranks every record of those sectors, so its answers are never worse.
+/// Checked with both searches over pread (a deterministic order) and the
+/// pipelined one over io_uring.
+#[test]
+fn packed_placement_answers_no_worse_with_fewer_reads() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.fbin");
+    let m = Mixture::new(DIM, 24, 5).unwrap();
+    write_stream::<f32>(&m, &base, 8_000, 5, STREAM_BASE, &|_| {}).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let build = |name: &str, placement| {
+        let out = dir.path().join(name);
+        let opts = BuildOptions {
+            graph: BuildParams { degree_max: 32, list_size: 64, ..Default::default() },
+            pq_chunks: 16,
+            placement,
+            ..Default::default()
+        };
+        pool.install(|| build_index(&base, &out, &opts, &())).unwrap();
+        out
+    };
+    use crate::format::graph::Placement;
+    let (row_dir, packed_dir) =
+        (build("rows", Placement::RowOrder), build("packed", Placement::Packed));
+    let params = SearchParams { k: 10, list_size: 48, beam_width: 4 };
+    for (reader, mode) in [
+        (ReaderKind::Pread, SearchMode::Rounds),
+        (ReaderKind::Pread, SearchMode::Pipelined),
+        (ReaderKind::Uring, SearchMode::Pipelined),
+    ] {
+        let opts = OpenOptions { reader, search_mode: mode, ..Default::default() };
+        let (rows_ix, packed_ix) =
+            (Index::open(&row_dir, &opts).unwrap(), Index::open(&packed_dir, &opts).unwrap());
+        assert_eq!(rows_ix.header().placement, Placement::RowOrder);
+        assert_eq!(packed_ix.header().placement, Placement::Packed);
+        assert!(rows_ix.rows().unwrap().is_none());
+        let rows = packed_ix.rows().unwrap().expect("a packed index maps nodes to rows");
+        let mut sorted = rows.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..8_000).collect::<Vec<u32>>(), "rows are a permutation");
+        let (mut sa, mut sb) = (rows_ix.searcher().unwrap(), packed_ix.searcher().unwrap());
+        let (mut ra, mut rb) = (QueryStats::default(), QueryStats::default());
+        let (mut no_worse, mut hits, mut found_a, mut found_b) = (0, 0, 0, 0);
+        for q in f.queries.chunks_exact(DIM) {
+            let a = rows_ix.search(&mut sa, q, &params).unwrap();
+            let b = packed_ix.search(&mut sb, q, &params).unwrap();
+            let b_rows: Vec<u32> = b.ids.iter().map(|&id| rows[id as usize]).collect();
+            // The packed search reranks a superset of the same records: its
+            // i-th distance is never worse.
+            no_worse += usize::from(
+                a.distances.len() == b.distances.len()
+                    && a.distances.iter().zip(&b.distances).all(|(x, y)| y <= x),
+            );
+            hits += a.ids.iter().filter(|id| b_rows.contains(id)).count();
+            found_a += a.ids.len();
+            found_b += b_rows.len();
+            ra.add(&a.stats);
+            rb.add(&b.stats);
+        }
+        let nq = f.queries.len() / DIM;
+        let what = format!("{reader:?} {mode:?}: row order {ra:?}\npacked {rb:?}");
+        assert_eq!((found_a, found_b), (nq * 10, nq * 10), "{what}");
+        let expansions = |x: &QueryStats| x.sector_reads + x.sector_hits + x.cache_hits;
+        if reader == ReaderKind::Pread {
+            // The same expansions: the same records reached, read or not.
+            assert_eq!(expansions(&ra), expansions(&rb), "{what}");
+            assert_eq!(no_worse, nq, "{what}");
+        } else {
+            assert!(no_worse as f64 >= 0.9 * nq as f64, "{no_worse} of {nq} no worse; {what}");
+        }
+        assert!(hits as f64 >= 0.95 * (nq * 10) as f64, "{hits} common answers; {what}");
+        assert!(rb.sector_hits > 0, "{what}");
+        if mode == SearchMode::Rounds {
+            // A cache of whole sectors changes the reads, not the answers
+            // (a cached sector's records are reranked as a read one's).
+            let o = OpenOptions { cache_nodes: 4_000, ..opts };
+            let cached = Index::open(&packed_dir, &o).unwrap();
+            assert!(cached.cache_len() >= 4_000 && cached.cache_len() < 4_000 + 12);
+            let mut sc = cached.searcher().unwrap();
+            let mut saved = 0;
+            for q in f.queries.chunks_exact(DIM) {
+                let x = packed_ix.search(&mut sb, q, &params).unwrap();
+                let y = cached.search(&mut sc, q, &params).unwrap();
+                assert_eq!((&x.ids, &x.distances), (&y.ids, &y.distances));
+                // Every record of every sector touched is scored either way.
+                assert_eq!(x.stats.exact_distances, y.stats.exact_distances);
+                saved += x.stats.sector_reads - y.stats.sector_reads;
+            }
+            assert!(saved > 0);
+        }
+        assert!(
+            (rb.sector_reads as f64) < 0.8 * ra.sector_reads as f64,
+            "packed reads {} vs row order {}; {what}",
+            rb.sector_reads,
+            ra.sector_reads
+        );
+    }
+}
