@@ -7,6 +7,9 @@
 # (latency) and 2 (QPS), repetitions interleaved (every system once per
 # rep), medians reported by bench/disk_report.py: QPS, mean latency and
 # reads at recall@10 0.90 / 0.95 / 0.98, the best recall, and the ratios.
+# basalt is built with `basalt build`'s default placement (packed: graph
+# neighbours share sectors, every record of a read sector used); for a
+# packed index its CACHE nodes are whole sectors (about the same bytes).
 #
 #   bash bench/disk.sh                      # debian-384
 #   SETS="debian syn1m u8" bash bench/disk.sh
