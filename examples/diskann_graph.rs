@@ -33,6 +33,12 @@ fn main() -> Result<()> {
     };
     let files = IndexFiles::open(src)?;
     let header = files.graph_header()?;
+    // DiskANN numbers its nodes by input row; so must the basalt index.
+    ensure!(
+        header.placement == basalt::format::graph::Placement::RowOrder,
+        "{} is packed (nodes are not rows): build it with --placement row-order",
+        src.display()
+    );
     let layout = header.layout();
     let graph = fs::read(files.path(GRAPH_FILE))?;
     let disk = fs::read(dk.join("ann_disk.index")).context("ann_disk.index")?;

@@ -36,6 +36,12 @@ fn main() -> Result<()> {
     };
     let files = IndexFiles::open(src)?;
     let header = files.graph_header()?;
+    // DiskANN numbers its nodes by input row; so must the basalt index.
+    ensure!(
+        header.placement == basalt::format::graph::Placement::RowOrder,
+        "{} is packed (nodes are not rows): build it with --placement row-order",
+        src.display()
+    );
     let piv = fs::read(dk.join("ann_pq_pivots.bin")).context("pivots")?;
     let offs: Vec<usize> = (0..4)
         .map(|i| u64::from_le_bytes(piv[8 + 8 * i..16 + 8 * i].try_into().expect("8")) as usize)

@@ -142,7 +142,9 @@ fn a_partitioned_build_keeps_its_budget_and_searches_like_the_one_shot_build() {
     let mut operating = 0;
     for ((l, a), (_, b)) in r1.iter().zip(&r2) {
         let slack = if *a >= 0.8 { 0.01 } else { 0.025 };
-        assert!(*b >= a - slack, "L {l}: partitioned {b} vs one-shot {a}");
+        // Inclusive: recalls are hit counts over 5,000 (one-thread builds
+        // measured exactly 0.0100 below at L 32: 50 hits).
+        assert!(*b >= a - slack - 1e-9, "L {l}: partitioned {b} vs one-shot {a}");
         operating += usize::from(*a >= 0.9);
     }
     assert!(operating >= 2, "two L in the operating range: {r1:?}");

@@ -46,6 +46,18 @@ def basalt_pq(idx):
         cb = f.read()
     mm, n = struct.unpack_from("<IQ", cb, 12)
     codes = np.frombuffer(cb, np.uint8, n * mm, 40).reshape(n, mm)
+    ids = os.path.join(idx, "gen-0/ids")
+    if os.path.exists(ids):
+        # A packed index numbers its nodes apart from the input rows; its
+        # ids file (16-byte entries after a 64-byte header, the row in the
+        # last 8 bytes) maps node -> row. Put the codes back in row order.
+        with open(ids, "rb") as f:
+            f.seek(64)
+            e = np.frombuffer(f.read(16 * n), np.uint8).reshape(n, 16)
+        rows = e[:, 8:16].copy().view("<u8").reshape(n)
+        by_row = np.empty_like(codes)
+        by_row[rows] = codes
+        codes = by_row
     return centroid, offsets, centres, codes
 
 

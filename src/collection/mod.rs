@@ -368,7 +368,7 @@ impl Collection {
     /// to the generation), and the WAL replayed into the delta.
     pub fn open(dir: &Path, opts: CollectionOptions) -> Result<Arc<Collection>, CollectionError> {
         let lock = lock_dir(dir)?;
-        let config = read_or_adopt_config(dir)?;
+        let (config, adopted) = read_or_adopt_config(dir)?;
         let uid = read_or_make_uid(dir)?;
         let manifest = match std::fs::symlink_metadata(dir.join(MANIFEST_FILE)) {
             Ok(_) => Some(crate::index::read_manifest(dir)?),
@@ -397,7 +397,12 @@ impl Collection {
             None => None,
         };
         let idmap = IdMap::open(&dir.join(META_DIR))?;
-        catch_up_map(&idmap, generation.as_deref())?;
+        catch_up_map(&idmap, generation.as_deref(), adopted)?;
+        if adopted {
+            // Written once the id map is caught up: a crash before this
+            // adopts the index again from scratch.
+            write_config(dir, &config)?;
+        }
         let generation_lsn = manifest.as_ref().map_or(0, |m| m.lsn);
         let state = State {
             generation,
@@ -1121,11 +1126,12 @@ pub(crate) fn write_config(dir: &Path, c: &CollectionConfig) -> Result<(), Colle
 }
 
 /// Reads `DIR/collection`; an index made by `basalt build` (a manifest and
-/// no collection file) is adopted with parameters from its manifest.
-fn read_or_adopt_config(dir: &Path) -> Result<CollectionConfig, CollectionError> {
+/// no collection file) is adopted with parameters from its manifest (the
+/// `true`: the caller writes the file once the id map is made).
+fn read_or_adopt_config(dir: &Path) -> Result<(CollectionConfig, bool), CollectionError> {
     let path = dir.join(CONFIG_FILE);
     match std::fs::read(&path) {
-        Ok(b) => Ok(CollectionConfig::decode(&path, &b)?),
+        Ok(b) => Ok((CollectionConfig::decode(&path, &b)?, false)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let m = crate::index::read_manifest(dir).map_err(|_| {
                 CollectionError::Invalid(format!(
@@ -1140,17 +1146,21 @@ fn read_or_adopt_config(dir: &Path) -> Result<CollectionConfig, CollectionError>
             c.pq_chunks = m.build.pq_chunks;
             c.seed = m.build.seed;
             c.validate().map_err(CollectionError::Invalid)?;
-            write_config(dir, &c)?;
-            Ok(c)
+            Ok((c, true))
         }
         Err(e) => Err(CollectionError::io(&path, "read", e)),
     }
 }
 
 /// Brings the id map to the generation: its `changes` file when the map is
-/// at the generation before, or every row (an index made by `basalt build`,
-/// whose ids are its row numbers).
-fn catch_up_map(idmap: &IdMap, g: Option<&Generation>) -> Result<(), CollectionError> {
+/// at the generation before, or every row (an index made by `basalt build`
+/// being `adopted`, whose ids are its row numbers: node = row, or a packed
+/// build's ids file).
+fn catch_up_map(
+    idmap: &IdMap,
+    g: Option<&Generation>,
+    adopted: bool,
+) -> Result<(), CollectionError> {
     let applied = idmap.applied()?;
     let Some(g) = g else {
         if applied.is_some() {
@@ -1179,7 +1189,7 @@ fn catch_up_map(idmap: &IdMap, g: Option<&Generation>) -> Result<(), CollectionE
         idmap.apply(&ch.changes, g.ident)?;
         return Ok(());
     }
-    if applied.is_some() {
+    if applied.is_some() || (g.ids.is_some() && !adopted) {
         return Err(CollectionError::Corrupt(format!(
             "the id map reflects {applied:?}, and generation {} has no changes to catch it up",
             g.ident

@@ -288,7 +288,20 @@ pub fn estimate_output_bytes(n: u64, dim: usize, element: ElementType, opts: &Bu
     let pq = crate::format::pq::pq_file_bytes(pqspace::pq_dim(opts.metric, dim), opts.pq_chunks);
     let codes = (crate::format::codes::CODES_HEADER_BYTES + 4) as u64 + n * opts.pq_chunks as u64;
     let hot = (crate::format::hot::HOT_HEADER_BYTES + 4) as u64 + 4 * n;
-    layout.file_bytes() + pq as u64 + codes + hot + super::MANIFEST_BYTES_MAX
+    // A packed build's ids file (node -> row).
+    let ids = if packs(opts, &layout) {
+        use crate::collection::idfile::{IDS_ENTRY_BYTES, IDS_HEADER_BYTES};
+        IDS_HEADER_BYTES + IDS_ENTRY_BYTES * n
+    } else {
+        0
+    };
+    layout.file_bytes() + pq as u64 + codes + hot + ids + super::MANIFEST_BYTES_MAX
+}
+
+/// Whether a build with `opts` packs its placement (records share sectors;
+/// the partitioned build does not pack).
+fn packs(opts: &BuildOptions, layout: &crate::format::graph::Layout) -> bool {
+    opts.placement == Placement::Packed && layout.records_per_sector >= 2
 }
 
 /// Checks the input against the options and the memory budget; returns the
@@ -378,7 +391,12 @@ pub fn estimate_memory_bytes_for(
     // sample queries as f32 while the graph is still there.
     let codes_ram = n * opts.pq_chunks as u64;
     let hot_queries = crate::search::hot::sample_size(n) as u64 * dim as u64 * 4;
-    vectors + adjacency + codes + sample + visited + codes_ram + hot_queries
+    // The packing's order and two maps (`placement::pack`), while the graph
+    // is still there; the codes are renumbered in RAM (counted above).
+    let layout =
+        crate::format::graph::Layout::new(dim as u32, element, opts.graph.degree_max as u32, n, 0);
+    let packing = if packs(opts, &layout) { 12 * n } else { 0 };
+    vectors + adjacency + codes + sample + visited + codes_ram + hot_queries + packing
 }
 
 fn build_typed<T: DistanceElement>(

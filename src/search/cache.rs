@@ -94,6 +94,10 @@ impl EntryCache {
         if nodes == 0 {
             return Ok(cache);
         }
+        if let Some(l) = cache.layout {
+            let sectors = nodes.div_ceil(l.records_per_sector as usize);
+            cache.sector_bytes.reserve_exact((sectors + 1) * SECTOR_BYTES);
+        }
         // Records a cached id brings: its sector's, when sectors are cached.
         let per = cache.layout.map_or(1, |l| l.records_per_sector as usize);
         if policy == CachePolicy::Hot {

@@ -375,7 +375,18 @@ impl Index {
             return Ok(index);
         }
         // A budget larger than the index is the whole index.
-        let nodes = opts.cache_nodes_for(index.layout.record_bytes).min(index.len() as usize);
+        let mut nodes = opts.cache_nodes_for(index.layout.record_bytes);
+        if index.packed_sectors()
+            && let Some(b) = opts.cache_bytes
+        {
+            // Whole sectors: a budget in bytes buys sectors of rps records.
+            let sectors = b / (crate::format::SECTOR_BYTES as u64 + CACHE_ENTRY_OVERHEAD_BYTES);
+            let by_bytes = usize::try_from(sectors)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(index.layout.records_per_sector as usize);
+            nodes = if opts.cache_nodes == 0 { by_bytes } else { by_bytes.min(opts.cache_nodes) };
+        }
+        let nodes = nodes.min(index.len() as usize);
         if nodes > CACHE_NODES_MAX {
             return Err(SearchError::Params(format!(
                 "a cache of {nodes} nodes exceeds {CACHE_NODES_MAX} (CACHE_NODES_MAX)"
@@ -905,7 +916,12 @@ impl Index {
         rec.vector_into(vec_buf);
         let d = dist.eval(qt, vec_buf);
         if hooks.accept.is_none_or(|accept| accept(id)) {
-            best.push_unique(d, id);
+            if self.packed_sectors() {
+                // A record reranked with its sector may be expanded later.
+                best.push_unique(d, id);
+            } else {
+                best.push(d, id);
+            }
         }
         if let Some(visit) = hooks.visit.as_mut() {
             visit(id, d, &vec_buf.iter().map(|x| x.to_f32()).collect::<Vec<f32>>());

@@ -634,6 +634,11 @@ fn packed_placement_answers_no_worse_with_fewer_reads() {
         if mode == SearchMode::Rounds {
             // A cache of whole sectors changes the reads, not the answers
             // (a cached sector's records are reranked as a read one's).
+            // A byte budget buys whole sectors (12 records each here).
+            let per = (crate::format::SECTOR_BYTES as u64 + CACHE_ENTRY_OVERHEAD_BYTES) * 10;
+            let o = OpenOptions { cache_bytes: Some(per), ..opts };
+            let small = Index::open(&packed_dir, &o).unwrap();
+            assert_eq!(small.cache_len(), 10 * packed_ix.layout().records_per_sector as usize);
             let o = OpenOptions { cache_nodes: 4_000, ..opts };
             let cached = Index::open(&packed_dir, &o).unwrap();
             assert!(cached.cache_len() >= 4_000 && cached.cache_len() < 4_000 + 12);
