@@ -754,7 +754,7 @@ impl Index {
                     stats.sector_hits += 1;
                     RoundSrc::Kept(k)
                 } else if let Some(j) =
-                    s.requests.iter().position(|r| keeping && r.offset == offset)
+                    keeping.then(|| s.requests.iter().position(|r| r.offset == offset)).flatten()
                 {
                     stats.sector_hits += 1;
                     RoundSrc::Read(j)
@@ -805,16 +805,10 @@ impl Index {
                 let t_exact = Instant::now();
                 let id = s.batch[bi];
                 let at = self.layout.offset_in_sector(id);
-                if keeping
-                    && matches!(s.round_src[bi], RoundSrc::Cache)
-                    && let Some((sector, data)) = self.cache.sector(id)
-                    && s.sectors.first_cached(sector)
-                {
-                    // A cached sector's other records, as a read one's.
-                    stats.exact_distances += self.rerank_mates(
-                        sector,
-                        data,
+                if keeping && matches!(s.round_src[bi], RoundSrc::Cache) {
+                    stats.exact_distances += self.rerank_cached_mates(
                         id,
+                        &mut s.sectors,
                         &qt,
                         &dist,
                         &mut vec_buf,
@@ -840,6 +834,28 @@ impl Index {
             }
         }
         Ok(times.finish(started, best, stats))
+    }
+
+    /// For a record taken from the cache: the other records of its cached
+    /// sector, reranked the first time this query meets that sector (as a
+    /// read sector's are when it lands). Returns how many were scored.
+    #[allow(clippy::too_many_arguments, reason = "one call per cached record, all borrowed state")]
+    fn rerank_cached_mates<T: DistanceElement>(
+        &self,
+        id: u32,
+        kept: &mut Sectors,
+        qt: &[T],
+        dist: &Distance<T>,
+        vec_buf: &mut [T],
+        best: &mut TopK,
+        hooks: &SearchHooks<'_>,
+    ) -> Result<u64, SearchError> {
+        match self.cache.sector(id) {
+            Some((sector, data)) if kept.first_cached(sector) => {
+                self.rerank_mates(sector, data, id, qt, dist, vec_buf, best, hooks)
+            }
+            _ => Ok(0),
+        }
     }
 
     /// Reranks the records of sector `sector` (its bytes `data`) other than

@@ -191,8 +191,12 @@ impl Index {
                 } else if let Some(k) = keeping.then(|| kept.get(sector)).flatten() {
                     stats.sector_hits += 1;
                     p.ready.push(Ready { id, distance: d, src: Src::Kept(k), read: false });
-                } else if let Some(slot) = (0..p.flight.len())
-                    .find(|&i| keeping && p.flight[i].keep && p.flight[i].sector == sector)
+                } else if let Some(slot) = keeping
+                    .then(|| {
+                        (0..p.flight.len())
+                            .find(|&i| p.flight[i].keep && p.flight[i].sector == sector)
+                    })
+                    .flatten()
                 {
                     stats.sector_hits += 1;
                     p.riders.push((slot, id, d));
@@ -285,22 +289,9 @@ impl Index {
             let r = p.ready.swap_remove(i);
             let t_exact = Instant::now();
             let len = self.layout.record_bytes as usize;
-            if keeping
-                && matches!(r.src, Src::Cache)
-                && let Some((sector, data)) = self.cache.sector(r.id)
-                && kept.first_cached(sector)
-            {
-                // A cached sector's other records, as a read one's.
-                stats.exact_distances += self.rerank_mates(
-                    sector,
-                    data,
-                    r.id,
-                    qt,
-                    dist,
-                    &mut vec_buf,
-                    &mut best,
-                    hooks,
-                )?;
+            if keeping && matches!(r.src, Src::Cache) {
+                stats.exact_distances +=
+                    self.rerank_cached_mates(r.id, kept, qt, dist, &mut vec_buf, &mut best, hooks)?;
             }
             let bytes: &[u8] = match r.src {
                 Src::Cache => {
