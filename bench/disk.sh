@@ -16,7 +16,10 @@
 #
 # Knobs: SETS (debian, syn1m: 1M x 128 f32 synthetic, u8: 500K x 128 u8),
 # REPS (3), LS (the L sweep), CACHE (10000), PIPE_W ("8 4": the pipelined
-# search's largest widths to run; the first is the one compared), OUT (bench/out/disk), SKIP_BUILD=1 (reuse).
+# search's largest widths to run; the first is the one compared),
+# INTERLEAVE ("4 8": queries in flight a thread for the throughput runs,
+# `basalt search --interleave`, 2 threads only, first width of PIPE_W),
+# OUT (bench/out/disk), SKIP_BUILD=1 (reuse).
 # ~25 min for debian on a 2-core box (builds ~5 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +28,7 @@ REPS=${REPS:-3}
 LS=${LS:-10,20,30,40,50,60,80,100,140,200}
 CACHE=${CACHE:-10000}
 PIPE_W=${PIPE_W:-8 4}
+INTERLEAVE=${INTERLEAVE:-4 8}
 R=64; BUILD_L=100; ALPHA=1.2; PQ=32
 OUT=${OUT:-bench/out/disk}
 DEB=../shared/data/debian-384
@@ -90,6 +94,14 @@ for set in $SETS; do
       $BASALT search --index "$dir/basalt" --queries "$queries" --gt "$gt" --k 10 --L "$LS" --beam 4 \
         --mode rounds --threads $t --cache-nodes $CACHE --json 2>> "$dir/search.err" \
         | tag "basalt-rounds-W4" >> "$dir/search.jsonl"
+    done
+    # Throughput mode: several queries in flight on each of the 2 threads.
+    w=${PIPE_W%% *}
+    for i in $INTERLEAVE; do
+      log "$set: rep $rep, basalt, 2 threads, $i queries interleaved a thread"
+      $BASALT search --index "$dir/basalt" --queries "$queries" --gt "$gt" --k 10 --L "$LS" --beam "$w" \
+        --mode pipelined --threads 2 --interleave "$i" --cache-nodes $CACHE --json 2>> "$dir/search.err" \
+        | tag "basalt-pipelined-W$w-i$i" >> "$dir/search.jsonl"
     done
     # DiskANN makes its sample-query cache at every load: one load per
     # width serves both thread counts.

@@ -65,11 +65,14 @@ def main():
     results = []
     for s in systems:
         row = {"set": name, "system": s}
+        # Throughput-only systems (queries interleaved) run at 2 threads
+        # only: their reads and best recall come from that curve.
+        one = curves.get((s, 1)) or curves.get((s, 2), [])
         for t in TARGETS:
             row[f"qps2@{t}"] = at_recall(curves.get((s, 2), []), t, "qps")
             row[f"lat1@{t}"] = at_recall(curves.get((s, 1), []), t, "latency_us_mean")
-            row[f"reads1@{t}"] = at_recall(curves.get((s, 1), []), t, "reads_mean")
-        row["best_recall"] = max((p["recall"] for p in curves.get((s, 1), [])), default=None)
+            row[f"reads1@{t}"] = at_recall(one, t, "reads_mean")
+        row["best_recall"] = max((p["recall"] for p in one), default=None)
         row["reps"] = min((p["reps"] for c in curves.values() for p in c), default=0)
         results.append(row)
     with open(os.path.join(d, "results.jsonl"), "w") as f:

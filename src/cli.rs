@@ -461,6 +461,11 @@ pub struct SearchArgs {
     /// Search threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Queries each thread keeps in flight at once (pipelined disk search:
+    /// a deeper device queue for more QPS, at some latency); 1 searches
+    /// one query at a time. At most 16 (INTERLEAVE_MAX).
+    #[arg(long, default_value_t = 1)]
+    pub interleave: usize,
     /// Records kept in RAM (the entry cache), at most.
     #[arg(long, default_value_t = 0)]
     pub cache_nodes: usize,

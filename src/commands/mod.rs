@@ -211,6 +211,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         beam: 4,
         mode: basalt::search::SearchMode::default(),
         threads: None,
+        interleave: 1,
         cache_nodes: 256,
         cache_bytes: None,
         cache_policy: basalt::search::CachePolicy::Hot,

@@ -19,6 +19,8 @@ struct Row {
     beam: usize,
     mode: String,
     threads: usize,
+    /// Queries in flight on each thread (pipelined disk search).
+    interleave: usize,
     k: usize,
     recall: Option<f64>,
     qps: f64,
@@ -53,6 +55,13 @@ pub fn run(a: SearchArgs) -> Result<()> {
         SearchParams { k: a.k, list_size: l, beam_width: a.beam }
             .validate()
             .with_context(|| format!("--L {l}"))?;
+    }
+    if a.interleave == 0 || a.interleave > basalt::search::INTERLEAVE_MAX {
+        bail!(
+            "--interleave {} is outside 1..={} (INTERLEAVE_MAX)",
+            a.interleave,
+            basalt::search::INTERLEAVE_MAX
+        );
     }
     if let Some(p) = &a.results {
         basalt::vecfile::check_output_path(p).context("--results")?;
@@ -132,8 +141,16 @@ pub fn run(a: SearchArgs) -> Result<()> {
     let mut last_ids = Vec::new();
     for &l in &a.l {
         let params = SearchParams { k: a.k, list_size: l, beam_width: a.beam };
-        let (row, ids) =
-            run_level(&index, &queries, nq, &params, threads, gt.as_ref(), rows.as_deref())?;
+        let (row, ids) = run_level(
+            &index,
+            &queries,
+            nq,
+            &params,
+            threads,
+            a.interleave,
+            gt.as_ref(),
+            rows.as_deref(),
+        )?;
         if a.json {
             println!("{}", serde_json::to_string(&row)?);
         } else {
@@ -173,12 +190,14 @@ pub fn run(a: SearchArgs) -> Result<()> {
 /// One query's answer: (query index, ids, stats, latency in us).
 type Answer = (usize, Vec<u32>, QueryStats, u64);
 
+#[allow(clippy::too_many_arguments, reason = "one sweep level, all borrowed state")]
 fn run_level(
     index: &Index,
     queries: &[f32],
     nq: usize,
     params: &SearchParams,
     threads: usize,
+    interleave: usize,
     gt: Option<&GroundTruth>,
     rows: Option<&[u32]>,
 ) -> Result<(Row, Vec<Vec<u32>>)> {
@@ -191,15 +210,19 @@ fn run_level(
                 sc.spawn(|| -> Result<Vec<Answer>> {
                     let mut s = index.searcher()?;
                     let mut out = Vec::new();
-                    loop {
+                    let mut take = || {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= nq {
-                            return Ok(out);
-                        }
-                        let t = Instant::now();
-                        let r = index.search(&mut s, &queries[i * dim..(i + 1) * dim], params)?;
-                        out.push((i, r.ids, r.stats, t.elapsed().as_micros() as u64));
-                    }
+                        (i < nq).then(|| (i, &queries[i * dim..(i + 1) * dim]))
+                    };
+                    // A query's latency is its own, from its start to its
+                    // answer (with interleaving, other queries' work on
+                    // the thread included).
+                    let mut done = |i: usize, r: basalt::search::SearchResult| {
+                        let us = r.stats.io_us + r.stats.cpu_us;
+                        out.push((i, r.ids, r.stats, us));
+                    };
+                    index.search_interleaved(&mut s, params, interleave, &mut take, &mut done)?;
+                    Ok(out)
                 })
             })
             .collect();
@@ -239,6 +262,7 @@ fn run_level(
                 index.search_mode().to_string()
             },
             threads,
+            interleave,
             k: params.k,
             recall,
             qps: nq as f64 / wall,

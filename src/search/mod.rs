@@ -54,7 +54,7 @@ use crate::topk::TopK;
 use crate::vecfile::NORM_SQUARED_MAX;
 
 pub use cache::{CACHE_ENTRY_OVERHEAD_BYTES, CachePolicy, EntryCache};
-pub use pipe::{CONVERGE_POSITION, OUT_SHARE_MAX, PIPE_WIDTH_START};
+pub use pipe::{CONVERGE_POSITION, INTERLEAVE_MAX, OUT_SHARE_MAX, PIPE_WIDTH_START};
 
 /// How the disk search schedules its reads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -564,6 +564,59 @@ impl Index {
         r
     }
 
+    /// Searches a stream of queries on one thread with up to `interleave`
+    /// of them in flight at once: `next` gives each query with the
+    /// caller's number for it, `done` takes each answer (in the order they
+    /// finish). The pipelined disk search interleaves them (`pipe`): the
+    /// device sees a deeper queue and the thread waits less, while each
+    /// query expands exactly what it would alone; its latency counts from
+    /// its own start. Rounds and the in-memory mode, and `interleave` 1,
+    /// search them one after the other. A bad query ends the call with its
+    /// error.
+    pub fn search_interleaved<'q>(
+        &self,
+        s: &mut Searcher,
+        params: &SearchParams,
+        interleave: usize,
+        next: &mut dyn FnMut() -> Option<(usize, &'q [f32])>,
+        done: &mut dyn FnMut(usize, SearchResult),
+    ) -> Result<(), SearchError> {
+        params.validate()?;
+        if interleave == 0 || interleave > pipe::INTERLEAVE_MAX {
+            return Err(SearchError::Params(format!(
+                "interleave {interleave} is outside 1..={} (INTERLEAVE_MAX)",
+                pipe::INTERLEAVE_MAX
+            )));
+        }
+        if self.mem.is_some() || self.search_mode != SearchMode::Pipelined {
+            while let Some((i, q)) = next() {
+                done(i, self.search(s, q, params)?);
+            }
+            return Ok(());
+        }
+        let mut next_prepared = |out: &mut Vec<f32>| match next() {
+            None => Ok(None),
+            Some((i, q)) => {
+                self.prepare_query(q, out)?;
+                Ok(Some(i))
+            }
+        };
+        let hooks = &mut SearchHooks::default();
+        let r = crate::with_element!(self.header.element, T => self.pipe_drive::<T>(
+            &mut *s.reader,
+            &mut s.pipe,
+            interleave,
+            params,
+            hooks,
+            &mut next_prepared,
+            done,
+        ));
+        if r.is_err() {
+            s.reader.discard();
+        }
+        r
+    }
+
     /// Scores a given set of nodes instead of walking the graph (the
     /// filtered planner's exact path): PQ distances for every node of
     /// `slots`, then the `rerank` best by PQ read from disk (or the cache)
@@ -709,13 +762,34 @@ impl Index {
             return memory::search(g, &mut s.mem, &qt, &dist, self.header.medoid, params, hooks);
         }
         if hooks.mode.unwrap_or(self.search_mode) == SearchMode::Pipelined {
-            let r = self.pipe_search(s, q, &qt, &dist, params, hooks);
-            if r.is_err() {
+            // One lane: the query alone on this thread.
+            let mut given = false;
+            let mut next = |out: &mut Vec<f32>| {
+                if std::mem::replace(&mut given, true) {
+                    return Ok(None);
+                }
+                out.clear();
+                out.extend_from_slice(q);
+                Ok(Some(0))
+            };
+            let mut answer = None;
+            let mut done = |_: usize, r: SearchResult| answer = Some(r);
+            let r = self.pipe_drive::<T>(
+                &mut *s.reader,
+                &mut s.pipe,
+                1,
+                params,
+                hooks,
+                &mut next,
+                &mut done,
+            );
+            if let Err(e) = r {
                 // Every read still in flight is waited for and dropped, so
                 // the searcher stays usable.
                 s.reader.discard();
+                return Err(e);
             }
-            return r;
+            return Ok(answer.expect("the one query was answered"));
         }
         let mut stats = QueryStats::default();
         let mut times = QueryTimes::default();

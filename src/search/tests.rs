@@ -662,3 +662,107 @@ fn packed_placement_answers_no_worse_with_fewer_reads() {
         );
     }
 }
+
+/// Queries interleaved on one thread (`search_interleaved`) get the answers
+/// they get alone: over pread (a deterministic order) every answer and
+/// count is identical, in row order and packed (kept sectors, riders),
+/// whatever the number of lanes; over io_uring, where when reads land
+/// steers each pipelined search, the answers agree as closely as two
+/// single runs do. Bad parameters and a bad query are errors, and the
+/// searcher is usable after one.
+#[test]
+fn interleaved_queries_answer_as_they_would_alone() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.fbin");
+    let m = Mixture::new(DIM, 24, 5).unwrap();
+    write_stream::<f32>(&m, &base, 4_000, 5, STREAM_BASE, &|_| {}).unwrap();
+    let packed = dir.path().join("packed");
+    let opts = BuildOptions {
+        graph: BuildParams { degree_max: 32, list_size: 64, ..Default::default() },
+        pq_chunks: 16,
+        placement: crate::format::graph::Placement::Packed,
+        ..Default::default()
+    };
+    build_index(&base, &packed, &opts, &()).unwrap();
+    let params = SearchParams { k: 10, list_size: 48, beam_width: 8 };
+    let nq = f.queries.len() / DIM;
+    for (path, reader) in [
+        (&f.index, ReaderKind::Pread),
+        (&packed, ReaderKind::Pread),
+        (&f.index, ReaderKind::Uring),
+        (&packed, ReaderKind::Uring),
+    ] {
+        let opts = OpenOptions {
+            reader,
+            search_mode: SearchMode::Pipelined,
+            cache_nodes: 200,
+            ..Default::default()
+        };
+        let index = Index::open(path, &opts).unwrap();
+        let mut s = index.searcher().unwrap();
+        let alone: Vec<SearchResult> = f
+            .queries
+            .chunks_exact(DIM)
+            .map(|q| index.search(&mut s, q, &params).unwrap())
+            .collect();
+        for lanes in [1, 3, 8, INTERLEAVE_MAX] {
+            let mut got: Vec<Option<SearchResult>> = vec![None; nq];
+            let mut queries = f.queries.chunks_exact(DIM).enumerate();
+            let mut next = || queries.next();
+            let mut done = |i: usize, r: SearchResult| {
+                assert!(got[i].is_none(), "query {i} answered twice");
+                got[i] = Some(r);
+            };
+            index.search_interleaved(&mut s, &params, lanes, &mut next, &mut done).unwrap();
+            let got: Vec<SearchResult> =
+                got.into_iter().map(|r| r.expect("every query answered")).collect();
+            let what = format!("{} {reader:?}, {lanes} lanes", path.display());
+            let counts = |r: &SearchResult| {
+                let s = r.stats;
+                (
+                    s.sector_reads,
+                    s.sector_hits,
+                    s.cache_hits,
+                    s.exact_distances,
+                    s.pq_distances,
+                    s.wasted_reads,
+                )
+            };
+            if reader == ReaderKind::Pread {
+                for (i, (a, b)) in alone.iter().zip(&got).enumerate() {
+                    assert_eq!((&a.ids, &a.distances), (&b.ids, &b.distances), "q {i}, {what}");
+                    assert_eq!(counts(a), counts(b), "q {i}, {what}");
+                }
+            } else {
+                let common: usize = alone
+                    .iter()
+                    .zip(&got)
+                    .map(|(a, b)| a.ids.iter().filter(|id| b.ids.contains(id)).count())
+                    .sum();
+                assert!(common as f64 >= 0.95 * (nq * 10) as f64, "{common} common; {what}");
+                let reads =
+                    |v: &[SearchResult]| v.iter().map(|r| r.stats.sector_reads).sum::<u64>();
+                let (a, b) = (reads(&alone), reads(&got));
+                assert!((b as f64) < 1.15 * a as f64, "reads {b} interleaved, {a} alone; {what}");
+            }
+        }
+        // Errors: the number of lanes, then a bad query in the stream.
+        let mut none = || None;
+        for lanes in [0, INTERLEAVE_MAX + 1] {
+            let e = index.search_interleaved(&mut s, &params, lanes, &mut none, &mut |_, _| {});
+            assert!(matches!(e, Err(SearchError::Params(_))), "{lanes} lanes: {e:?}");
+        }
+        let short = [0.5f32; DIM - 1];
+        let mut queries =
+            f.queries.chunks_exact(DIM).take(5).chain(std::iter::once(&short[..])).enumerate();
+        let mut next = || queries.next();
+        let e = index.search_interleaved(&mut s, &params, 4, &mut next, &mut |_, _| {});
+        assert!(matches!(e, Err(SearchError::Query(_))), "{e:?}");
+        let again = index.search(&mut s, &f.queries[..DIM], &params).unwrap();
+        if reader == ReaderKind::Pread {
+            assert_eq!(again.ids, alone[0].ids);
+        }
+        assert_eq!(again.ids.len(), 10);
+    }
+}
