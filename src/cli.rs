@@ -466,6 +466,10 @@ pub struct SearchArgs {
     /// one query at a time. At most 16 (INTERLEAVE_MAX).
     #[arg(long, default_value_t = 1)]
     pub interleave: usize,
+    /// Microseconds a search blocked on its reads spins before it sleeps
+    /// (io_uring; 0: sleep at once; at most 1000).
+    #[arg(long, default_value_t = crate::search::SPIN_WAIT_US_DEFAULT)]
+    pub spin_us: u64,
     /// Records kept in RAM (the entry cache), at most.
     #[arg(long, default_value_t = 0)]
     pub cache_nodes: usize,

@@ -212,6 +212,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         mode: basalt::search::SearchMode::default(),
         threads: None,
         interleave: 1,
+        spin_us: basalt::search::SPIN_WAIT_US_DEFAULT,
         cache_nodes: 256,
         cache_bytes: None,
         cache_policy: basalt::search::CachePolicy::Hot,

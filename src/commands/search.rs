@@ -75,6 +75,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
         in_memory: a.in_memory,
         in_memory_bytes_max: a.in_memory_bytes,
         search_mode: a.mode,
+        spin_wait_us: a.spin_us,
     };
     let index = Index::open(&a.index, &opts)?;
     let how = if index.in_memory() {

@@ -209,6 +209,12 @@ pub trait SectorReader: Send {
     /// early, or on an error). Errors of those reads are ignored: nobody
     /// wants their bytes.
     fn discard(&mut self);
+
+    /// How long a blocking [`Self::wait`] may spin on completions before
+    /// it sleeps (io_uring: the completion queue is shared memory; a sleep
+    /// costs a context switch and the scheduler's wake-up on every wait).
+    /// Readers that never wait ignore it.
+    fn set_spin_wait(&mut self, _spin: std::time::Duration) {}
 }
 
 /// Opens `path` read-only with O_DIRECT, so node reads bypass the page cache

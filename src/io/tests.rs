@@ -500,12 +500,17 @@ fn check_slot(reader: &dyn SectorReader, slot: usize, req: &ReadRequest) {
 // The pipelined interface: random reads submitted into free slots a few at a
 // time, collected as they land (blocking and not), each slot's bytes checked
 // before it is reused; every read comes back exactly once, and batch reads
-// work between pipelined ones.
+// work between pipelined ones. With and without a spin before sleeping: a
+// blocking wait returns at least one read either way.
 #[test]
 fn pipelined_reads_land_in_their_slots_with_both_readers() {
     let dir = tempfile::tempdir().unwrap();
     let path = patterned_file(dir.path(), FILE_SECTORS, 0);
-    for reader in readers(&path, BATCH_MAX).iter_mut() {
+    let mut all = readers(&path, BATCH_MAX);
+    all.extend(readers(&path, BATCH_MAX));
+    for (i, reader) in all.iter_mut().enumerate() {
+        let spin = std::time::Duration::from_micros(if i < 2 { 0 } else { 300 });
+        reader.set_spin_wait(spin);
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let mut free: Vec<usize> = (0..reader.slots()).collect();
         let mut issued: Vec<Option<ReadRequest>> = vec![None; reader.slots()];
@@ -521,7 +526,9 @@ fn pipelined_reads_land_in_their_slots_with_both_readers() {
                 submitted += 1;
             }
             done.clear();
-            reader.wait(&mut done, rng.random_bool(0.5)).unwrap();
+            let (block, pending) = (rng.random_bool(0.5), reader.pending());
+            reader.wait(&mut done, block).unwrap();
+            assert!(!block || pending == 0 || !done.is_empty(), "{} spin {spin:?}", reader.kind());
             for &slot in &done {
                 let req = issued[slot].take().expect("a slot lands once per submission");
                 check_slot(reader.as_ref(), slot, &req);

@@ -132,6 +132,8 @@ pub struct UringReader {
     states: Vec<SlotState>,
     /// Pipelined use: slots queued or in flight, not yet returned by `wait`.
     busy: usize,
+    /// How long a blocking `wait` spins before it sleeps.
+    spin: Duration,
     #[cfg(test)]
     pub(super) faults: Faults,
 }
@@ -199,6 +201,7 @@ impl UringReader {
             poisoned: None,
             states: vec![SlotState::Free; batch_max],
             busy: 0,
+            spin: Duration::ZERO,
             #[cfg(test)]
             faults: Faults::default(),
         })
@@ -533,7 +536,21 @@ impl SectorReader for UringReader {
                 break;
             }
             if block {
-                self.enter(1)?;
+                if !self.ring.submission().is_empty() {
+                    self.enter(0)?;
+                }
+                // Spin on the shared completion queue for a while first:
+                // waking from a sleep costs a context switch and the
+                // scheduler's latency on every wait.
+                if !self.spin.is_zero() {
+                    let spin_until = Instant::now() + self.spin;
+                    while self.ring.completion().is_empty() && Instant::now() < spin_until {
+                        std::hint::spin_loop();
+                    }
+                }
+                if self.ring.completion().is_empty() {
+                    self.enter(1)?;
+                }
             } else if !self.ring.submission().is_empty() {
                 // Only the queue's new entries need a system call; the
                 // completion queue is shared memory.
@@ -588,6 +605,10 @@ impl SectorReader for UringReader {
 
     fn discard(&mut self) {
         self.settle();
+    }
+
+    fn set_spin_wait(&mut self, spin: Duration) {
+        self.spin = spin;
     }
 }
 

@@ -165,6 +165,9 @@ pub struct SearchConfig {
     /// in flight, each record expanded as it lands) or "rounds" (DiskANN's
     /// beam search).
     pub mode: crate::search::SearchMode,
+    /// Microseconds a search blocked on its reads spins before it sleeps
+    /// (0: at once); a spinning thread holds its core.
+    pub spin_wait_us: u64,
     /// Seconds a 503 tells the client to wait (Retry-After).
     pub retry_after_s: u64,
     /// RAM of each collection's entry cache (hot node records); 0: none.
@@ -255,6 +258,7 @@ impl Default for SearchConfig {
             list_size_default: 100,
             beam_width_default: 8,
             mode: crate::search::SearchMode::default(),
+            spin_wait_us: crate::search::SPIN_WAIT_US_DEFAULT,
             retry_after_s: 1,
             cache_bytes_per_collection: 0,
             in_memory_collections: Vec::new(),
@@ -384,6 +388,12 @@ impl ServerConfig {
         range("search.list_size_default", s.list_size_default, 1, LIST_SIZE_MAX)?;
         range("search.beam_width_default", s.beam_width_default, 1, BEAM_WIDTH_MAX)?;
         range("search.retry_after_s", s.retry_after_s as usize, 1, 3600)?;
+        range(
+            "search.spin_wait_us",
+            s.spin_wait_us as usize,
+            0,
+            crate::search::SPIN_WAIT_US_MAX as usize,
+        )?;
         range(
             "search.filter_resolve_points_max",
             s.filter_resolve_points_max,

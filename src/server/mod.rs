@@ -125,6 +125,7 @@ pub fn open_options(cfg: &ServerConfig, name: &str) -> CollectionOptions {
     };
     o.filter_tuning.resolve_cap = cfg.search.filter_resolve_points_max;
     o.index.search_mode = cfg.search.mode;
+    o.index.spin_wait_us = cfg.search.spin_wait_us;
     let b = cfg.search.cache_bytes_per_collection;
     if b > 0 {
         o.index.cache_bytes = Some(b);
