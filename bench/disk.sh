@@ -14,7 +14,8 @@
 #   bash bench/disk.sh                      # debian-384
 #   SETS="debian syn1m u8" bash bench/disk.sh
 #
-# Knobs: SETS (debian, syn1m: 1M x 128 f32 synthetic, u8: 500K x 128 u8),
+# Knobs: SETS (debian, syn1m: 1M x 128 f32 synthetic, u8: 500K x 128 u8,
+# docs: the held-out docs-384 set in DOCS, default /work/data/docs-384),
 # REPS (3), LS (the L sweep), CACHE (10000), PIPE_W ("8 4": the pipelined
 # search's largest widths to run; the first is the one compared),
 # INTERLEAVE ("4 8": queries in flight a thread for the throughput runs,
@@ -32,6 +33,7 @@ INTERLEAVE=${INTERLEAVE:-4 8}
 R=64; BUILD_L=100; ALPHA=1.2; PQ=32
 OUT=${OUT:-bench/out/disk}
 DEB=../shared/data/debian-384
+DOCS=${DOCS:-/work/data/docs-384}
 mkdir -p "$OUT"
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/run.log" >&2; }
 
@@ -61,6 +63,13 @@ dataset() {
         $BASALT gt --base $d/base.u8bin --queries $d/q.u8bin --k 100 --metric l2 --threads 2 --out $d/gt.ibin > /dev/null
       fi
       echo "$d/base.u8bin $d/q.u8bin $d/gt.ibin l2" ;;
+    docs)
+      # The held-out real set (250K sentences from installed documentation,
+      # all-MiniLM-L6-v2, cosine), made by bench/make_docs_set.py (~45 min).
+      if [[ ! -f $DOCS/gt.ibin ]]; then
+        python3 bench/make_docs_set.py --out "$DOCS" >&2
+      fi
+      echo "$DOCS/base.fbin $DOCS/query.fbin $DOCS/gt.ibin cosine" ;;
     *) echo "unknown set $1" >&2; exit 2 ;;
   esac
 }
