@@ -122,10 +122,14 @@ fn a_partitioned_build_keeps_its_budget_and_searches_like_the_one_shot_build() {
     let peak = s2["peak_rss_bytes"].as_u64().unwrap();
     let budget = (BUDGET_GIB * (1u64 << 30) as f64) as u64;
     assert!(peak <= budget, "peak RSS {peak} over the budget {budget}");
-    // And less than the one-shot build of the same data.
+    // The budget is what binds: the one-shot build planned more than it
+    // (it partitions only with the budget), and the partitioned build's
+    // measured peak stays under it. The two builds' measured peaks are not
+    // compared: at 100K x 64 (25.6 MB of vectors) the process's fixed
+    // memory is most of either, and they came out 73.2 MB partitioned vs
+    // 70.0 MB one-shot in one CI run and the other way round in others.
     let peak1 = s1["peak_rss_bytes"].as_u64().unwrap();
     eprintln!("peak RSS: one-shot {peak1}, partitioned {peak}, budget {budget}");
-    assert!(peak < peak1, "partitioned {peak} vs one-shot {peak1}");
     assert!(ok(&["verify", p(&part)]).starts_with("ok: 100000 nodes"));
     assert!(!part.join("partition-scratch").exists());
 
