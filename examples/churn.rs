@@ -7,7 +7,11 @@
 //! and sectors read per query; and the merge's time beside the build's.
 //! One JSON line per cycle on stdout.
 //!
-//!     cargo run --release --example churn -- DATA QUERIES WORKDIR START CYCLES FRAC L [EVERY] [R] [PQ]
+//! `PLACEMENT` is `row` (the default: records in row order) or `packed`
+//! (neighbours share sectors, as `basalt build` and `basalt import` write by
+//! default); the collection and the fresh builds use the same.
+//!
+//!     cargo run --release --example churn -- DATA QUERIES WORKDIR START CYCLES FRAC L [EVERY] [R] [PQ] [PLACEMENT]
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,6 +20,7 @@ use anyhow::{Result, bail};
 use basalt::collection::ids::ExternalId;
 use basalt::collection::{Collection, CollectionOptions, PointIn};
 use basalt::distance::Metric;
+use basalt::format::graph::Placement;
 use basalt::index::build::{BuildOptions, build_index};
 use basalt::search::{Index, OpenOptions, SearchParams};
 use basalt::vecfile::{VectorFile, VectorWriter};
@@ -34,7 +39,9 @@ fn write_rows(path: &Path, rows: &[&[f32]], dim: usize) -> Result<()> {
 fn main() -> Result<()> {
     let a: Vec<String> = std::env::args().skip(1).collect();
     if a.len() < 7 {
-        bail!("usage: churn DATA QUERIES WORKDIR START CYCLES FRAC L [EVERY] [R] [PQ]");
+        bail!(
+            "usage: churn DATA QUERIES WORKDIR START CYCLES FRAC L [EVERY] [R] [PQ] [row|packed]"
+        );
     }
     let (data, queries, work) = (PathBuf::from(&a[0]), PathBuf::from(&a[1]), PathBuf::from(&a[2]));
     let start: usize = a[3].parse()?;
@@ -44,6 +51,11 @@ fn main() -> Result<()> {
     let every: usize = a.get(7).map_or(Ok(1), |s| s.parse())?;
     let r: usize = a.get(8).map_or(Ok(64), |s| s.parse())?;
     let pq: usize = a.get(9).map_or(Ok(32), |s| s.parse())?;
+    let placement = match a.get(10).map(String::as_str) {
+        None | Some("row") => Placement::RowOrder,
+        Some("packed") => Placement::Packed,
+        Some(other) => bail!("placement {other:?}: row or packed"),
+    };
     let file = VectorFile::open(&data)?;
     let dim = file.dim();
     let n = file.len() as usize;
@@ -64,6 +76,7 @@ fn main() -> Result<()> {
         metric: Metric::L2,
         graph: basalt::vamana::BuildParams { degree_max: r, list_size: 100, ..Default::default() },
         pq_chunks: pq,
+        placement,
         ..Default::default()
     };
     let coll = work.join("coll");
@@ -134,11 +147,14 @@ fn main() -> Result<()> {
         let build_s = t.elapsed().as_secs_f64();
         let idx = Index::open(&fresh, &OpenOptions::default())?;
         let mut s = idx.searcher()?;
+        // A packed build numbers its nodes apart from its rows.
+        let rows = idx.rows()?;
+        let row_of = |node: u32| rows.as_ref().map_or(node, |r| r[node as usize]) as usize;
         let (mut fhit, mut freads) = (0usize, 0u64);
         for q in 0..nq {
             let res = idx.search(&mut s, &qs[q * dim..(q + 1) * dim], &params)?;
             let want = truth(q);
-            fhit += res.ids.iter().filter(|&&i| want.contains(&(live[i as usize] as u64))).count();
+            fhit += res.ids.iter().filter(|&&i| want.contains(&(live[row_of(i)] as u64))).count();
             freads += res.stats.sector_reads;
         }
         let st = c.stats();

@@ -615,3 +615,51 @@ fn snapshots_are_consistent_under_writes() {
     s.merge_now(&merge::NoProgress).unwrap();
     assert_eq!(s.count(), 1198 + k as u64);
 }
+
+/// In a packed generation a merge puts each new point in a free slot of a
+/// sector that holds one of its neighbours (when one has room), so what the
+/// packed build gave (neighbours read with one sector) survives churn.
+/// Counted: new points that share a sector with at least one out-neighbour.
+#[test]
+fn merges_place_new_points_beside_their_neighbours() {
+    use crate::format::graph::Placement;
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mixture::new(DIM, 8, 5).unwrap();
+    let base = dir.path().join("b.fbin");
+    crate::synth::write_stream::<f32>(&m, &base, 3000, 1, crate::synth::STREAM_BASE, &|_| {})
+        .unwrap();
+    let opts = crate::index::build::BuildOptions {
+        graph: crate::vamana::BuildParams { degree_max: 16, list_size: 32, ..Default::default() },
+        pq_chunks: 4,
+        placement: Placement::Packed,
+        ..Default::default()
+    };
+    let coll = dir.path().join("c");
+    import::import(&base, None, None, &coll, &opts).unwrap();
+    let c = open(&coll);
+    // 10% deleted (every tenth row), as many new points.
+    let gone: Vec<ExternalId> = (0..3000).step_by(10).map(ExternalId::Num).collect();
+    c.delete(&gone).unwrap();
+    let fresh = m.block::<f32>(99, 0, 0, 300);
+    let new: Vec<Vec<f32>> = fresh.chunks_exact(DIM).map(|r| r.to_vec()).collect();
+    c.upsert(&points(&new, 10_000)).unwrap();
+    c.merge_now(&merge::NoProgress).unwrap();
+    let g = c.state.read().generation.clone().unwrap();
+    assert_eq!(g.index.header().placement, Placement::Packed);
+    let per = g.index.layout().records_per_sector;
+    assert!(per >= 2, "{per} records a sector");
+    assert_eq!(g.slots(), 3000, "the new points took the deleted points' slots");
+    let (mut new_points, mut beside) = (0usize, 0usize);
+    for slot in 0..g.slots() as u32 {
+        if let Some(ExternalId::Num(id)) = g.external_id(slot).unwrap()
+            && id >= 10_000
+        {
+            new_points += 1;
+            let (_, nbrs) = g.read_record(slot).unwrap();
+            beside += usize::from(nbrs.iter().any(|&n| n / per == slot / per));
+        }
+    }
+    assert_eq!(new_points, 300);
+    // Measured: 269 of 300 (12 when slots were taken in ascending order).
+    assert!(beside >= 240, "{beside} of 300 new points share a sector with a neighbour");
+}
