@@ -19,7 +19,8 @@
 # REPS (3), LS (the L sweep), CACHE (10000), PIPE_W ("8 4": the pipelined
 # search's largest widths to run; the first is the one compared),
 # INTERLEAVE ("4 8": queries in flight a thread for the throughput runs,
-# `basalt search --interleave`, 2 threads only, first width of PIPE_W),
+# `basalt search --interleave`, 2 threads only, first width of PIPE_W;
+# INTERLEAVE="" runs none), DISKANN_W ("4 8": DiskANN's beam widths),
 # OUT (bench/out/disk), SKIP_BUILD=1 (reuse).
 # ~25 min for debian on a 2-core box (builds ~5 min).
 set -euo pipefail
@@ -29,7 +30,8 @@ REPS=${REPS:-3}
 LS=${LS:-10,20,30,40,50,60,80,100,140,200}
 CACHE=${CACHE:-10000}
 PIPE_W=${PIPE_W:-8 4}
-INTERLEAVE=${INTERLEAVE:-4 8}
+INTERLEAVE=${INTERLEAVE-4 8}
+DISKANN_W=${DISKANN_W:-4 8}
 R=64; BUILD_L=100; ALPHA=1.2; PQ=32
 OUT=${OUT:-bench/out/disk}
 DEB=../shared/data/debian-384
@@ -115,7 +117,7 @@ for set in $SETS; do
     # DiskANN makes its sample-query cache at every load: one load per
     # width serves both thread counts.
     log "$set: rep $rep, diskann"
-    for w in 4 8; do
+    for w in $DISKANN_W; do
       $DPY bench/peers/diskann_search.py --index "$dir/diskann" --queries "$queries" --gt "$gt" --k 10 --L "$LS" \
         --beam $w --thread-counts 1,2 --cache-nodes $CACHE --cache-mode sample 2>> "$dir/search.err" \
         | tag "diskann-W$w" >> "$dir/search.jsonl"
