@@ -20,7 +20,7 @@
 # search's largest widths to run; the first is the one compared),
 # INTERLEAVE ("4 8": queries in flight a thread for the throughput runs,
 # `basalt search --interleave`, 2 threads only, first width of PIPE_W;
-# INTERLEAVE="" runs none), DISKANN_W ("4 8": DiskANN's beam widths),
+# INTERLEAVE="" runs none), DISKANN_W ("4 8 16": DiskANN's beam widths),
 # OUT (bench/out/disk), SKIP_BUILD=1 (reuse).
 # ~25 min for debian on a 2-core box (builds ~5 min).
 set -euo pipefail
@@ -31,7 +31,7 @@ LS=${LS:-10,20,30,40,50,60,80,100,140,200}
 CACHE=${CACHE:-10000}
 PIPE_W=${PIPE_W:-8 4}
 INTERLEAVE=${INTERLEAVE-4 8}
-DISKANN_W=${DISKANN_W:-4 8}
+DISKANN_W=${DISKANN_W:-4 8 16}
 R=64; BUILD_L=100; ALPHA=1.2; PQ=32
 OUT=${OUT:-bench/out/disk}
 DEB=../shared/data/debian-384
