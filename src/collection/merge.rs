@@ -626,13 +626,12 @@ impl Collection {
                 let mut local: FxHashMap<NodeRef, u32> = FxHashMap::default();
                 let mut cands = Vec::new();
                 let mut add = |r: NodeRef, v: Vec<f32>| {
-                    if local.contains_key(&r) {
-                        return;
+                    let k = refs.len() as u32;
+                    if *local.entry(r).or_insert(k) == k {
+                        cands.push((k, l2.eval(&x, &v)));
+                        refs.push(r);
+                        vecs.push(v);
                     }
-                    local.insert(r, refs.len() as u32);
-                    cands.push((refs.len() as u32, l2.eval(&x, &v)));
-                    refs.push(r);
-                    vecs.push(v);
                 };
                 for (id, v) in seen {
                     if !dead(id) {
@@ -928,7 +927,6 @@ impl Collection {
     }
 }
 
-/// The exact vector (in the graph's space) of slot `x` if a new point holds it.
 /// A candidate edge of a new point while slots are not yet assigned: a
 /// node of generation N (its slot) or a new point (its position in the
 /// merge's list of new points).
@@ -971,12 +969,12 @@ fn assign_slots(
             avail.range(base..=base.saturating_add(per_sector - 1)).next().copied()
         })
     };
-    if per_sector >= 2 {
-        for k in 0..out.len() {
-            if let Some(s) = near(&avail, &slot, k) {
-                avail.remove(&s);
-                slot[k] = Some(s);
-            }
+    // First every point with a neighbour's sector to go to, then the rest
+    // (whose new neighbours may have slots by then).
+    for k in 0..out.len() {
+        if let Some(s) = near(&avail, &slot, k) {
+            avail.remove(&s);
+            slot[k] = Some(s);
         }
     }
     for k in 0..out.len() {
@@ -991,6 +989,7 @@ fn assign_slots(
     slot.into_iter().map(|s| s.expect("every new point placed")).collect()
 }
 
+/// The exact vector (in the graph's space) of slot `x` if a new point holds it.
 fn new_vector(
     x: u32,
     new_at: &FxHashMap<u32, u32>,

@@ -253,18 +253,23 @@ fn built_index_and_import_open_as_collections() {
     }
 }
 
+/// Build options for the small indexes the tests here build or import.
+fn small_build(placement: crate::format::graph::Placement) -> crate::index::build::BuildOptions {
+    crate::index::build::BuildOptions {
+        graph: crate::vamana::BuildParams { degree_max: 16, list_size: 32, ..Default::default() },
+        pq_chunks: 4,
+        placement,
+        ..Default::default()
+    }
+}
+
 fn built_and_imported(placement: crate::format::graph::Placement) {
     let dir = tempfile::tempdir().unwrap();
     let m = Mixture::new(DIM, 4, 1).unwrap();
     let base = dir.path().join("b.fbin");
     crate::synth::write_stream::<f32>(&m, &base, 500, 1, crate::synth::STREAM_BASE, &|_| {})
         .unwrap();
-    let opts = crate::index::build::BuildOptions {
-        graph: crate::vamana::BuildParams { degree_max: 16, list_size: 32, ..Default::default() },
-        pq_chunks: 4,
-        placement,
-        ..Default::default()
-    };
+    let opts = small_build(placement);
     let idx = dir.path().join("idx");
     crate::index::build::build_index(&base, &idx, &opts, &()).unwrap();
     let file = crate::vecfile::VectorFile::open(&base).unwrap();
@@ -628,12 +633,7 @@ fn merges_place_new_points_beside_their_neighbours() {
     let base = dir.path().join("b.fbin");
     crate::synth::write_stream::<f32>(&m, &base, 3000, 1, crate::synth::STREAM_BASE, &|_| {})
         .unwrap();
-    let opts = crate::index::build::BuildOptions {
-        graph: crate::vamana::BuildParams { degree_max: 16, list_size: 32, ..Default::default() },
-        pq_chunks: 4,
-        placement: Placement::Packed,
-        ..Default::default()
-    };
+    let opts = small_build(Placement::Packed);
     let coll = dir.path().join("c");
     import::import(&base, None, None, &coll, &opts).unwrap();
     let c = open(&coll);
