@@ -31,7 +31,10 @@ LS=${LS:-10,12,14,16,20,24,30,40,50,60,80,100,140}
 EFS=${EFS:-10,12,14,16,20,24,30,40,50,60,80,100,140,200}
 # basalt is built at each R of BASALT_RS: 32 is the degree of hnswlib M16's
 # base layer (2M links), 64 the disk default.
-BASALT_RS=${BASALT_RS:-"32 64"}; BUILD_L=${BUILD_L:-100}; ALPHA=${ALPHA:-1.2}; PQ=${PQ:-32}
+BASALT_RS=${BASALT_RS:-"32 64"}
+# basalt's in-memory steering: sq8 (8-bit rows, the pool rescored exactly;
+# the default) and exact, each a curve (basalt-mem-<steer>-R<r>).
+STEERS=${STEERS:-"sq8 exact"}; BUILD_L=${BUILD_L:-100}; ALPHA=${ALPHA:-1.2}; PQ=${PQ:-32}
 cargo build --release --manifest-path "$HERE/Cargo.toml" >/dev/null
 B="$HERE/target/release/basalt"
 bash "$HERE/bench/peers.sh" >/dev/null
@@ -90,8 +93,9 @@ print(json.dumps({"system": sys.argv[2], "build_s": s["total_s"],
   for rep in $(seq "$REPS"); do
     log "$name: search rep $rep"
     for r in $BASALT_RS; do
+      for steer in $STEERS; do
       "$B" search --index "$dir/basalt-R$r" --queries "$queries" --gt "$gt" --k 10 --L "$LS" \
-        --threads "$THREADS" --in-memory --json 2>> "$dir/basalt_search.log" \
+        --threads "$THREADS" --in-memory --in-memory-steer "$steer" --json 2>> "$dir/basalt_search.log" \
         | "$PY" -c '
 import json, sys
 for line in sys.stdin:
@@ -99,7 +103,8 @@ for line in sys.stdin:
     print(json.dumps({"system": sys.argv[2], "rep": int(sys.argv[1]), "L": r["L"], "recall": r["recall"],
                       "qps": r["qps"], "peak_rss_mb": (r.get("peak_rss_bytes") or 0) / 2**20,
                       "hops": r["hops_mean"]}))
-' "$rep" "basalt-mem-R$r" >> "$dir/search.jsonl"
+' "$rep" "basalt-mem-$steer-R$r" >> "$dir/search.jsonl"
+      done
     done
     for sys in hnswlib:16 hnswlib:32 faiss:32; do
       local lib=${sys%%:*} m=${sys##*:}

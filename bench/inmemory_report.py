@@ -17,6 +17,7 @@ interpolated linearly; a curve that never reaches the target gives None.
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def main():
             for p in curve:
                 f.write(json.dumps(p) + "\n")
         curves.append((system, path))
-        b = builds.get(system.replace("-mem", ""), {})
+        b = builds.get(re.sub(r"-mem(-[a-z0-9]+)?-R", "-R", system), {})
         summary.append({
             "set": name, "system": system, "threads": int(threads),
             **{f"qps_at_{t:.2f}": at_recall(curve, t, "qps") for t in TARGETS},

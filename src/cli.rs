@@ -485,14 +485,17 @@ pub struct SearchArgs {
     #[arg(long, default_value = "uring")]
     pub reader: crate::io::ReaderKind,
     /// Load the whole graph (vectors and lists) into RAM and search it
-    /// there with exact distances: no reads (the cache options then do
-    /// nothing).
+    /// there: no reads (the cache options then do nothing).
     #[arg(long)]
     pub in_memory: bool,
     /// RAM the in-memory mode may take (suffixes K, M, G); default: 80% of
     /// what the kernel reports available.
     #[arg(long, value_parser = parse_bytes, requires = "in_memory")]
     pub in_memory_bytes: Option<u64>,
+    /// What steers the in-memory search: sq8 (8-bit copies of f32 vectors,
+    /// the pool rescored exactly at the end) or exact.
+    #[arg(long, default_value = "sq8", requires = "in_memory")]
+    pub in_memory_steer: crate::search::MemSteer,
     /// One JSON object per L on stdout.
     #[arg(long)]
     pub json: bool,

@@ -219,6 +219,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         reader: basalt::io::ReaderKind::Uring,
         in_memory: false,
         in_memory_bytes: None,
+        in_memory_steer: Default::default(),
         json: false,
         results: Some(results.clone()),
     })?;

@@ -74,13 +74,15 @@ pub fn run(a: SearchArgs) -> Result<()> {
         cache_policy: a.cache_policy,
         in_memory: a.in_memory,
         in_memory_bytes_max: a.in_memory_bytes,
+        in_memory_steer: a.in_memory_steer,
         search_mode: a.mode,
         spin_wait_us: a.spin_us,
     };
     let index = Index::open(&a.index, &opts)?;
     let how = if index.in_memory() {
         format!(
-            "in memory ({:.1} MiB of vectors and lists)",
+            "in memory, steered by {} distances ({:.1} MiB of vectors, 8-bit rows and lists)",
+            index.in_memory_steer().map_or("exact", |s| s.name()),
             index.in_memory_bytes() as f64 / (1u64 << 20) as f64
         )
     } else {
@@ -257,8 +259,8 @@ fn run_level(
         Row {
             l: params.list_size,
             beam: params.beam_width,
-            mode: if index.in_memory() {
-                "in-memory".into()
+            mode: if let Some(steer) = index.in_memory_steer() {
+                format!("in-memory-{steer}")
             } else {
                 index.search_mode().to_string()
             },

@@ -229,6 +229,24 @@ impl_distance_element!(f32, F32, F32_AVX2, F32_AVX512);
 impl_distance_element!(u8, U8, U8_AVX2, U8_AVX512);
 impl_distance_element!(i8, I8, I8_AVX2, I8_AVX512);
 
+/// A kernel of f32 weights against u8 codes.
+pub type MixedKernel = fn(&[f32], &[u8]) -> f32;
+
+/// `sum w[i] * c[i]` over f32 weights and u8 codes at `level` (at most
+/// the detected one): the kernel of the in-memory mode's scalar-quantised
+/// steering. Panics when the lengths differ.
+pub fn dot_f32_u8_at(level: SimdLevel) -> MixedKernel {
+    match level.min(SimdLevel::detected()) {
+        SimdLevel::Scalar => scalar::dot_f32_u8,
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => x86::DOT_F32_U8_AVX2,
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => x86::DOT_F32_U8_AVX512,
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => scalar::dot_f32_u8,
+    }
+}
+
 /// A metric bound to its kernel: the object search and build code holds.
 #[derive(Clone, Copy)]
 pub struct Distance<T: 'static> {

@@ -31,6 +31,16 @@ pub fn cosine_distance_f32(a: &[f32], b: &[f32]) -> f32 {
     cosine_from_parts(dot, na, nb)
 }
 
+/// `sum w[i] * c[i]`: f32 weights against u8 codes (the in-memory mode's
+/// scalar-quantised steering, `search::memory`).
+pub fn dot_f32_u8(w: &[f32], c: &[u8]) -> f32 {
+    let mut s = 0.0f32;
+    for (x, &y) in w.iter().zip(c) {
+        s += x * f32::from(y);
+    }
+    s
+}
+
 /// `1 - dot / sqrt(na * nb)`, with a zero vector at cosine 0.
 #[inline]
 pub fn cosine_from_parts(dot: f32, na: f32, nb: f32) -> f32 {

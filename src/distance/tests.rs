@@ -19,6 +19,12 @@ fn bytes_pair() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
     })
 }
 
+fn f32_bytes_pair() -> impl Strategy<Value = (Vec<f32>, Vec<u8>)> {
+    (0usize..300).prop_flat_map(|n| {
+        (proptest::collection::vec(-10.0f32..10.0, n), proptest::collection::vec(any::<u8>(), n))
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
@@ -32,6 +38,16 @@ proptest! {
             prop_assert!(close((k.inner_product)(&a, &b), scalar::inner_product_f32(&a, &b), abs_scale), "ip {:?}", level);
             let c = (k.cosine_distance)(&a, &b);
             prop_assert!((c - scalar::cosine_distance_f32(&a, &b)).abs() < 1e-3, "cos {:?}", level);
+        }
+    }
+
+    /// The f32 x u8 dot of every level agrees with the scalar reference.
+    #[test]
+    fn mixed_dot_matches_reference((a, codes) in f32_bytes_pair()) {
+        let scale: f32 = a.iter().map(|x| x.abs() * 255.0).sum();
+        let want = scalar::dot_f32_u8(&a, &codes);
+        for level in SimdLevel::available() {
+            prop_assert!(close(dot_f32_u8_at(level)(&a, &codes), want, scale), "{:?}", level);
         }
     }
 

@@ -434,6 +434,77 @@ int_avx2_kernels!(
     scalar::inner_product_i8
 );
 
+// ------------------------------------------------------ f32 x u8 (mixed) dot
+
+#[target_feature(enable = "avx512f")]
+#[allow(unsafe_code, reason = "SIMD loads through raw pointers")]
+fn dot_f32_u8_avx512_impl(w: &[f32], c: &[u8]) -> f32 {
+    assert_eq!(w.len(), c.len(), "weights and codes of different dimension");
+    let n = w.len();
+    let (pw, pc) = (w.as_ptr(), c.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    // SAFETY: each step reads 16 floats and 16 bytes at offsets below n of
+    // slices of length n; the tail (< 16) is summed in scalar code.
+    unsafe {
+        while i + 64 <= n {
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let codes = _mm512_cvtepu8_epi32(_mm_loadu_si128(pc.add(i + 16 * j).cast()));
+                let weights = _mm512_loadu_ps(pw.add(i + 16 * j));
+                *acc = _mm512_fmadd_ps(weights, _mm512_cvtepi32_ps(codes), *acc);
+            }
+            i += 64;
+        }
+        while i + 16 <= n {
+            let codes = _mm512_cvtepu8_epi32(_mm_loadu_si128(pc.add(i).cast()));
+            let weights = _mm512_loadu_ps(pw.add(i));
+            acc[0] = _mm512_fmadd_ps(weights, _mm512_cvtepi32_ps(codes), acc[0]);
+            i += 16;
+        }
+    }
+    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(s) + scalar::dot_f32_u8(&w[i..], &c[i..])
+}
+
+#[target_feature(enable = "avx2,fma")]
+#[allow(unsafe_code, reason = "SIMD loads through raw pointers")]
+fn dot_f32_u8_avx2_impl(w: &[f32], c: &[u8]) -> f32 {
+    assert_eq!(w.len(), c.len(), "weights and codes of different dimension");
+    let n = w.len();
+    let (pw, pc) = (w.as_ptr(), c.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut i = 0;
+    // SAFETY: each step reads 8 floats and 8 bytes at offsets below n of
+    // slices of length n; the tail (< 16) is summed in scalar code.
+    unsafe {
+        while i + 16 <= n {
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let codes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(pc.add(i + 8 * j).cast()));
+                let weights = _mm256_loadu_ps(pw.add(i + 8 * j));
+                *acc = _mm256_fmadd_ps(weights, _mm256_cvtepi32_ps(codes), *acc);
+            }
+            i += 16;
+        }
+    }
+    hsum_256(_mm256_add_ps(acc[0], acc[1])) + scalar::dot_f32_u8(&w[i..], &c[i..])
+}
+
+#[allow(unsafe_code, reason = "calls a #[target_feature] kernel")]
+fn dot_f32_u8_avx512(w: &[f32], c: &[u8]) -> f32 {
+    // SAFETY: reachable only through `dot_f32_u8_at`, which never hands out
+    // a level above the detected one; the kernel checks the lengths.
+    unsafe { dot_f32_u8_avx512_impl(w, c) }
+}
+
+#[allow(unsafe_code, reason = "calls a #[target_feature] kernel")]
+fn dot_f32_u8_avx2(w: &[f32], c: &[u8]) -> f32 {
+    // SAFETY: as for `dot_f32_u8_avx512`.
+    unsafe { dot_f32_u8_avx2_impl(w, c) }
+}
+
+pub static DOT_F32_U8_AVX512: super::MixedKernel = dot_f32_u8_avx512;
+pub static DOT_F32_U8_AVX2: super::MixedKernel = dot_f32_u8_avx2;
+
 // ---------------------------------------------------------------- safe entries
 
 macro_rules! safe_entry {

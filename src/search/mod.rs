@@ -96,6 +96,46 @@ impl std::str::FromStr for SearchMode {
     }
 }
 
+/// What steers the in-memory search (see `memory`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemSteer {
+    /// Exact distances on the full vectors throughout.
+    Exact,
+    /// Distances to 8-bit scalar-quantised copies of f32 vectors (a
+    /// quarter of the bytes to fetch), the pool reranked exactly at the
+    /// end; indexes of u8 or i8 elements are searched exactly.
+    #[default]
+    Sq8,
+}
+
+impl MemSteer {
+    pub const fn name(self) -> &'static str {
+        match self {
+            MemSteer::Exact => "exact",
+            MemSteer::Sq8 => "sq8",
+        }
+    }
+}
+
+impl std::fmt::Display for MemSteer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for MemSteer {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "exact" => Ok(MemSteer::Exact),
+            "sq8" => Ok(MemSteer::Sq8),
+            other => Err(format!("unknown in-memory steering {other:?} (expected exact or sq8)")),
+        }
+    }
+}
+
 /// Largest beam width W (reads per round).
 pub const BEAM_WIDTH_MAX: usize = 64;
 /// Largest k.
@@ -136,6 +176,8 @@ pub struct OpenOptions {
     /// RAM the in-memory mode may take, in bytes; `None`: what the kernel
     /// reports available less [`IN_MEMORY_HEADROOM`].
     pub in_memory_bytes_max: Option<u64>,
+    /// What steers the in-memory search.
+    pub in_memory_steer: MemSteer,
     /// How disk searches schedule their reads.
     pub search_mode: SearchMode,
     /// How long, in microseconds, a search blocked on its reads spins on
@@ -166,6 +208,7 @@ impl Default for OpenOptions {
             cache_policy: CachePolicy::Hot,
             in_memory: false,
             in_memory_bytes_max: None,
+            in_memory_steer: MemSteer::default(),
             search_mode: SearchMode::default(),
             spin_wait_us: SPIN_WAIT_US_DEFAULT,
         }
@@ -230,7 +273,8 @@ pub struct QueryStats {
     pub cache_hits: u64,
     /// Full-precision distance evaluations (the rerank).
     pub exact_distances: u64,
-    /// PQ distance evaluations.
+    /// Compressed distance evaluations: PQ on disk, 8-bit rows in the
+    /// in-memory mode.
     pub pq_distances: u64,
     /// Time waiting on reads (blocked; the pipelined search's rounds are its
     /// waits).
@@ -393,7 +437,7 @@ impl Index {
             let f = File::open(&index.graph_path)
                 .map_err(|e| FormatError::io(&index.graph_path, "open", e))?;
             index.mem = Some(crate::with_element!(index.header.element, T =>
-                MemGraph::load::<T>(&index.graph_path, f, &index.layout, budget))?);
+                MemGraph::load::<T>(&index.graph_path, f, &index.layout, budget, opts.in_memory_steer, index.header.metric))?);
             return Ok(index);
         }
         // A budget larger than the index is the whole index.
@@ -496,9 +540,14 @@ impl Index {
     pub fn in_memory(&self) -> bool {
         self.mem.is_some()
     }
+    /// What steers the in-memory search (`None` when searching from disk);
+    /// `Exact` for an index of u8 / i8 elements whatever was asked.
+    pub fn in_memory_steer(&self) -> Option<MemSteer> {
+        self.mem.as_ref().map(|g| g.steer())
+    }
     /// RAM of the in-memory graph (0 when searching from disk).
     pub fn in_memory_bytes(&self) -> u64 {
-        if self.mem.is_some() { MemGraph::bytes_for(&self.layout) } else { 0 }
+        self.mem.as_ref().map_or(0, |g| g.bytes())
     }
 
     /// A per-thread searcher with its own reader.

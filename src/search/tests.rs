@@ -420,53 +420,73 @@ fn hot_cache_saves_more_than_bfs_and_byte_budgets_bound_it() {
     assert_eq!(both.cache_len(), 100);
 }
 
-/// The in-memory mode loads every record, reads nothing, scores exactly
-/// (its distances are the disk search's reranked ones for the same ids),
-/// reaches at least the disk search's recall at equal L, and honours the
-/// accept hook and slot scoring.
+/// The in-memory mode loads every record, reads nothing, returns exact
+/// distances (the disk search's reranked ones for the same ids), reaches
+/// at least the disk search's recall at equal L with either steering (8-bit
+/// steering within 0.01 of exact), and honours the accept hook and slot
+/// scoring.
 #[test]
 fn in_memory_mode_searches_without_reads() {
     let f = fixture();
     let rounds = OpenOptions { search_mode: SearchMode::Rounds, ..Default::default() };
     let disk = Index::open(&f.index, &rounds).unwrap();
-    let mem =
-        Index::open(&f.index, &OpenOptions { in_memory: true, ..Default::default() }).unwrap();
-    assert!(mem.in_memory() && !disk.in_memory());
-    assert_eq!(mem.in_memory_bytes(), N * (DIM as u64 * 4 + 4 * 32 + 2));
+    let open = |steer| {
+        let o = OpenOptions { in_memory: true, in_memory_steer: steer, ..Default::default() };
+        Index::open(&f.index, &o).unwrap()
+    };
+    let (exact, sq8) = (open(MemSteer::Exact), open(MemSteer::Sq8));
+    assert!(exact.in_memory() && sq8.in_memory() && !disk.in_memory());
+    assert_eq!(exact.in_memory_steer(), Some(MemSteer::Exact));
+    assert_eq!(sq8.in_memory_steer(), Some(MemSteer::Sq8));
+    assert_eq!(exact.in_memory_bytes(), N * (DIM as u64 * 4 + 4 * 32 + 2));
+    assert_eq!(sq8.in_memory_bytes(), N * (DIM as u64 * 5 + 4 + 4 * 32 + 2));
     for l in [16, 32, 64] {
         let params = SearchParams { k: 10, list_size: l, beam_width: 4 };
         let (rd, recall_d) = run_all(&disk, &params);
-        let (rm, recall_m) = run_all(&mem, &params);
-        assert!(recall_m >= recall_d, "L {l}: in memory {recall_m} < disk {recall_d}");
-        assert!(rm.iter().all(|r| r.stats.sector_reads == 0 && r.stats.pq_distances == 0));
-        assert!(rm.iter().all(|r| r.ids.len() == 10 && r.stats.rounds > 0));
-        // Where both found a node, both give it the same exact distance.
-        for (a, b) in rd.iter().zip(&rm) {
-            for (id, d) in a.ids.iter().zip(&a.distances) {
-                if let Some(j) = b.ids.iter().position(|x| x == id) {
-                    assert_eq!(*d, b.distances[j], "node {id}");
+        for mem in [&exact, &sq8] {
+            let steer = mem.in_memory_steer().unwrap();
+            let (rm, recall_m) = run_all(mem, &params);
+            assert!(recall_m >= recall_d, "L {l} {steer}: in memory {recall_m} < disk {recall_d}");
+            assert!(rm.iter().all(|r| r.stats.sector_reads == 0));
+            assert!(rm.iter().all(|r| (r.stats.pq_distances > 0) == (steer == MemSteer::Sq8)));
+            assert!(rm.iter().all(|r| r.ids.len() == 10 && r.stats.rounds > 0));
+            // Where both found a node, both give it the same exact distance.
+            for (a, b) in rd.iter().zip(&rm) {
+                for (id, d) in a.ids.iter().zip(&a.distances) {
+                    if let Some(j) = b.ids.iter().position(|x| x == id) {
+                        assert_eq!(*d, b.distances[j], "node {id} ({steer})");
+                    }
                 }
+                assert!(b.distances.is_sorted(), "{steer}: {:?}", b.distances);
+            }
+            if l == 64 {
+                assert!(recall_m >= 0.98, "in-memory recall@10 at L 64 ({steer}): {recall_m}");
             }
         }
-        if l == 64 {
-            assert!(recall_m >= 0.98, "in-memory recall@10 at L 64: {recall_m}");
-        }
+        let (_, recall_e) = run_all(&exact, &params);
+        let (_, recall_q) = run_all(&sq8, &params);
+        assert!(recall_q >= recall_e - 0.01, "L {l}: sq8 {recall_q} vs exact {recall_e}");
     }
-    // The accept hook: only even ids come back.
-    let mut s = mem.searcher().unwrap();
-    let even = |id: u32| id.is_multiple_of(2);
-    let mut hooks = SearchHooks { accept: Some(&even), ..Default::default() };
-    let params = SearchParams { k: 10, list_size: 40, beam_width: 4 };
-    let r = mem.search_with(&mut s, &f.queries[..DIM], &params, &mut hooks).unwrap();
-    assert_eq!(r.ids.len(), 10);
-    assert!(r.ids.iter().all(|id| id.is_multiple_of(2)), "{:?}", r.ids);
-    // Slot scoring reads nothing and matches the disk's exact answer.
-    let slots: Vec<u32> = (0..2000).collect();
-    let mut sd = disk.searcher().unwrap();
-    let a = disk.search_slots(&mut sd, &f.queries[..DIM], &slots, 10, 2000).unwrap();
-    let b = mem.search_slots(&mut s, &f.queries[..DIM], &slots, 10, 2000).unwrap();
-    assert_eq!(a.ids, b.ids);
-    assert_eq!(b.stats.sector_reads, 0);
+    for mem in [&exact, &sq8] {
+        // The accept hook: only even ids come back, with exact distances.
+        let mut s = mem.searcher().unwrap();
+        let even = |id: u32| id.is_multiple_of(2);
+        let mut hooks = SearchHooks { accept: Some(&even), ..Default::default() };
+        let params = SearchParams { k: 10, list_size: 40, beam_width: 4 };
+        let q = &f.queries[..DIM];
+        let r = mem.search_with(&mut s, q, &params, &mut hooks).unwrap();
+        assert_eq!(r.ids.len(), 10);
+        assert!(r.ids.iter().all(|id| id.is_multiple_of(2)), "{:?}", r.ids);
+        let mut sd = disk.searcher().unwrap();
+        let d = disk.search_slots(&mut sd, q, &r.ids, 10, r.ids.len()).unwrap();
+        assert_eq!((&d.ids, &d.distances), (&r.ids, &r.distances));
+        // Slot scoring reads nothing and matches the disk's exact answer.
+        let slots: Vec<u32> = (0..2000).collect();
+        let a = disk.search_slots(&mut sd, q, &slots, 10, 2000).unwrap();
+        let b = mem.search_slots(&mut s, q, &slots, 10, 2000).unwrap();
+        assert_eq!(a.ids, b.ids);
+        assert_eq!(b.stats.sector_reads, 0);
+    }
 }
 
 /// The in-memory mode refuses a budget it does not fit, and a corrupt
@@ -474,7 +494,8 @@ fn in_memory_mode_searches_without_reads() {
 #[test]
 fn in_memory_mode_checks_its_budget_and_every_record() {
     let f = fixture();
-    let need = N * (DIM as u64 * 4 + 4 * 32 + 2);
+    // The default steering keeps 8-bit rows beside the vectors.
+    let need = N * (DIM as u64 * 5 + 4 + 4 * 32 + 2);
     let small =
         OpenOptions { in_memory: true, in_memory_bytes_max: Some(need - 1), ..Default::default() };
     let e = Index::open(&f.index, &small).err().unwrap().to_string();

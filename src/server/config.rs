@@ -173,8 +173,11 @@ pub struct SearchConfig {
     /// RAM of each collection's entry cache (hot node records); 0: none.
     pub cache_bytes_per_collection: u64,
     /// Collections whose disk generation is loaded whole into RAM and
-    /// searched there (the in-memory mode: no reads, exact distances).
+    /// searched there (the in-memory mode: no reads).
     pub in_memory_collections: Vec<String>,
+    /// What steers an in-memory search: "sq8" (8-bit copies of f32
+    /// vectors, the best L rescored exactly) or "exact".
+    pub in_memory_steer: crate::search::MemSteer,
     /// RAM one in-memory generation may take, in bytes; 0: 80% of what the
     /// kernel reports available when it is opened.
     pub in_memory_bytes_max: u64,
@@ -262,6 +265,7 @@ impl Default for SearchConfig {
             retry_after_s: 1,
             cache_bytes_per_collection: 0,
             in_memory_collections: Vec::new(),
+            in_memory_steer: crate::search::MemSteer::default(),
             in_memory_bytes_max: 0,
             filter_resolve_points_max: 1_000_000,
         }
@@ -587,6 +591,15 @@ mod tests {
         assert_eq!(c.search.in_memory_collections, vec!["a".to_string(), "b".to_string()]);
         let o = crate::server::open_options(&c, "b");
         assert!(o.index.in_memory && o.index.in_memory_bytes_max.is_none());
+        use crate::search::MemSteer;
+        assert_eq!(o.index.in_memory_steer, MemSteer::Sq8);
+        let c = load_str(
+            "[search]\nin_memory_collections = [\"a\"]\nin_memory_steer = \"exact\"\n",
+            &[],
+        )?;
+        assert_eq!(crate::server::open_options(&c, "a").index.in_memory_steer, MemSteer::Exact);
+        let e = load_str("[search]\nin_memory_steer = \"pq\"\n", &[]).expect_err("not a steer");
+        assert!(e.contains("pq") && e.contains("sq8"), "{e}");
         Ok(())
     }
 

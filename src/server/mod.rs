@@ -135,6 +135,7 @@ pub fn open_options(cfg: &ServerConfig, name: &str) -> CollectionOptions {
     if cfg.search.in_memory_collections.iter().any(|c| c == name) {
         o.index.in_memory = true;
         o.index.in_memory_bytes_max = Some(cfg.search.in_memory_bytes_max).filter(|&b| b > 0);
+        o.index.in_memory_steer = cfg.search.in_memory_steer;
     }
     o
 }
