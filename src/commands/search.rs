@@ -81,9 +81,14 @@ pub fn run(a: SearchArgs) -> Result<()> {
     let index = Index::open(&a.index, &opts)?;
     let how = if index.in_memory() {
         format!(
-            "in memory, steered by {} distances ({:.1} MiB of vectors, 8-bit rows and lists)",
+            "in memory, steered by {} distances ({:.1} MiB of vectors, {}lists)",
             index.in_memory_steer().map_or("exact", |s| s.name()),
-            index.in_memory_bytes() as f64 / (1u64 << 20) as f64
+            index.in_memory_bytes() as f64 / (1u64 << 20) as f64,
+            if index.in_memory_steer() == Some(basalt::search::MemSteer::Sq8) {
+                "8-bit rows and "
+            } else {
+                ""
+            }
         )
     } else {
         format!(
