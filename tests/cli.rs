@@ -114,8 +114,46 @@ fn full_pipeline() {
         "reads_mean",
         "hops_mean",
         "cache_hits_mean",
+        "compressed_distances_mean",
+        "exact_distances_mean",
     ] {
         assert!(rows[0].get(key).is_some(), "missing {key}");
+    }
+    let mean = |row: &serde_json::Value, key: &str| row[key].as_f64().unwrap();
+    // The disk search steers by PQ and reranks exactly (every record of
+    // the sectors it reads, with a packed placement).
+    assert!(mean(&rows[1], "compressed_distances_mean") > 0.0);
+    assert!(mean(&rows[1], "exact_distances_mean") > 0.0);
+    // In memory: 8-bit rows then an exact rescoring of the pool, or exact
+    // distances only; the mode names the steering.
+    for steer in ["sq8", "exact"] {
+        let out = ok(&[
+            "search",
+            "--index",
+            p(&idx),
+            "--queries",
+            p(&q),
+            "--gt",
+            p(&gt),
+            "--k",
+            "10",
+            "--L",
+            "64",
+            "--json",
+            "--in-memory",
+            "--in-memory-steer",
+            steer,
+        ]);
+        let row: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(row["mode"], format!("in-memory-{steer}"));
+        assert_eq!(mean(&row, "reads_mean"), 0.0);
+        assert!(mean(&row, "recall") >= 0.9, "{steer}: {row}");
+        let (c, e) = (mean(&row, "compressed_distances_mean"), mean(&row, "exact_distances_mean"));
+        if steer == "sq8" {
+            assert!(c > 0.0 && e >= 64.0 && e < c, "{steer}: {c} compressed, {e} exact");
+        } else {
+            assert!(c == 0.0 && e > 64.0, "{steer}: {c} compressed, {e} exact");
+        }
     }
     let r64 = rows[1]["recall"].as_f64().unwrap();
     assert!(r64 >= 0.9, "recall@10 at L=64: {r64}");

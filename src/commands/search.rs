@@ -40,6 +40,10 @@ struct Row {
     /// Records read but not expanded (the pipelined search's speculation).
     wasted_reads_mean: f64,
     sector_hits_mean: f64,
+    /// Distances a query computed: compressed (PQ on disk, 8-bit rows in
+    /// memory) and exact (the rerank, or every one with exact steering).
+    compressed_distances_mean: f64,
+    exact_distances_mean: f64,
     /// The process's peak resident memory so far (VmHWM), when known.
     peak_rss_bytes: Option<u64>,
 }
@@ -287,6 +291,8 @@ fn run_level(
             exact_us_mean: sum.exact_us as f64 / n,
             wasted_reads_mean: sum.wasted_reads as f64 / n,
             sector_hits_mean: sum.sector_hits as f64 / n,
+            compressed_distances_mean: sum.pq_distances as f64 / n,
+            exact_distances_mean: sum.exact_distances as f64 / n,
             peak_rss_bytes: basalt::index::peak_rss_bytes(),
         },
         ids,
