@@ -80,24 +80,15 @@ fn full_pipeline() {
     assert!(ok(&["verify", p(&idx)]).starts_with("ok: 5000 nodes"));
     let inspect = ok(&["inspect", p(&idx)]);
     assert!(inspect.contains("5000 x 32 f32, metric l2"), "{inspect}");
-    let out = ok(&[
-        "search",
-        "--index",
-        p(&idx),
-        "--queries",
-        p(&q),
-        "--gt",
-        p(&gt),
-        "--k",
-        "10",
-        "--L",
-        "16,64",
-        "--json",
-        "--results",
-        p(&res),
-        "--reader",
-        "pread",
-    ]);
+    // Every search below: these queries, their ground truth, k 10, JSON rows.
+    let search = |more: &[&str]| {
+        let mut args =
+            vec!["search", "--index", p(&idx), "--queries", p(&q), "--gt", p(&gt), "--k", "10"];
+        args.extend_from_slice(more);
+        args.push("--json");
+        ok(&args)
+    };
+    let out = search(&["--L", "16,64", "--results", p(&res), "--reader", "pread"]);
     let rows: Vec<serde_json::Value> =
         out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 2);
@@ -127,23 +118,7 @@ fn full_pipeline() {
     // In memory: 8-bit rows then an exact rescoring of the pool, or exact
     // distances only; the mode names the steering.
     for steer in ["sq8", "exact"] {
-        let out = ok(&[
-            "search",
-            "--index",
-            p(&idx),
-            "--queries",
-            p(&q),
-            "--gt",
-            p(&gt),
-            "--k",
-            "10",
-            "--L",
-            "64",
-            "--json",
-            "--in-memory",
-            "--in-memory-steer",
-            steer,
-        ]);
+        let out = search(&["--L", "64", "--in-memory", "--in-memory-steer", steer]);
         let row: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         assert_eq!(row["mode"], format!("in-memory-{steer}"));
         assert_eq!(mean(&row, "reads_mean"), 0.0);

@@ -83,16 +83,11 @@ pub fn run(a: SearchArgs) -> Result<()> {
         spin_wait_us: a.spin_us,
     };
     let index = Index::open(&a.index, &opts)?;
-    let how = if index.in_memory() {
+    let how = if let Some(steer) = index.in_memory_steer() {
+        let rows = if steer == basalt::search::MemSteer::Sq8 { "8-bit rows and " } else { "" };
         format!(
-            "in memory, steered by {} distances ({:.1} MiB of vectors, {}lists)",
-            index.in_memory_steer().map_or("exact", |s| s.name()),
+            "in memory, steered by {steer} distances ({:.1} MiB of vectors, {rows}lists)",
             index.in_memory_bytes() as f64 / (1u64 << 20) as f64,
-            if index.in_memory_steer() == Some(basalt::search::MemSteer::Sq8) {
-                "8-bit rows and "
-            } else {
-                ""
-            }
         )
     } else {
         format!(

@@ -138,12 +138,12 @@ impl Sq8 {
         &self.rows[at..at + self.stride]
     }
 
-    /// Prepares `q` (f32, normalised for cosine) for [`Sq8::eval`].
-    fn prepare(&self, q: &[f32], out: &mut SqQuery) {
+    /// Prepares `q` (normalised for cosine) for [`Sq8::eval`].
+    fn prepare<T: DistanceElement>(&self, q: &[T], out: &mut SqQuery) {
         out.weights.clear();
-        out.weights.extend(q.iter().zip(&self.step).map(|(x, s)| x * s));
-        out.base = q.iter().zip(&self.lo).map(|(x, l)| x * l).sum();
-        out.norm = q.iter().map(|x| x * x).sum();
+        out.weights.extend(q.iter().zip(&self.step).map(|(x, s)| x.to_f32() * s));
+        out.base = q.iter().zip(&self.lo).map(|(x, l)| x.to_f32() * l).sum();
+        out.norm = q.iter().map(|x| x.to_f32() * x.to_f32()).sum();
     }
 
     /// The distance from the prepared query to node `id`'s reconstruction.
@@ -185,16 +185,6 @@ impl MemGraph {
     /// Whether `steer` makes 8-bit rows for this graph (f32 elements only).
     fn quantises(layout: &Layout, steer: MemSteer) -> bool {
         steer == MemSteer::Sq8 && layout.element_bytes == 4
-    }
-
-    /// RAM this graph takes.
-    pub(crate) fn bytes(&self) -> u64 {
-        let vectors = self.degrees.len() as u64 * self.dim as u64;
-        let element = if self.vectors.downcast_ref::<Vec<f32>>().is_some() { 4 } else { 1 };
-        vectors * element
-            + 4 * self.neighbors.len() as u64
-            + 2 * self.degrees.len() as u64
-            + self.sq.as_ref().map_or(0, |q| q.rows.len() as u64)
     }
 
     /// What steers this graph's search.
@@ -378,42 +368,42 @@ pub(crate) fn search<T: DistanceElement>(
     let sq = g.sq.as_ref();
     let mut sq_query = std::mem::take(&mut s.sq_query);
     if let Some(sq) = sq {
-        // Only f32 graphs are quantised: T is f32 here.
-        let q: Vec<f32> = qt.iter().map(|x| x.to_f32()).collect();
-        sq.prepare(&q, &mut sq_query);
+        sq.prepare(qt, &mut sq_query);
     }
+    let exact = |id: u32, stats: &mut QueryStats| {
+        stats.exact_distances += 1;
+        dist.eval(qt, vector(id))
+    };
+    // The distance that ranks node `id` in the pool.
+    let steer = |id: u32, stats: &mut QueryStats| match sq {
+        Some(sq) => {
+            stats.pq_distances += 1;
+            sq.eval(&sq_query, id)
+        }
+        None => exact(id, stats),
+    };
+    // `steer` with the hooks, which see the node's exact distance.
     let plain = hooks.accept.is_none() && hooks.visit.is_none();
-    let mut score = |id: u32, stats: &mut QueryStats| -> f32 {
-        let steer = match sq {
-            Some(sq) => {
-                stats.pq_distances += 1;
-                Some(sq.eval(&sq_query, id))
-            }
-            None => None,
-        };
-        let mut exact = None;
-        let mut exact_of = |stats: &mut QueryStats| -> f32 {
-            *exact.get_or_insert_with(|| {
-                stats.exact_distances += 1;
-                dist.eval(qt, vector(id))
-            })
+    let mut hooked = |id: u32, stats: &mut QueryStats| -> f32 {
+        let d = steer(id, stats);
+        let mut cached = None;
+        let mut exact_d = |stats: &mut QueryStats| match sq {
+            None => d,
+            Some(_) => *cached.get_or_insert_with(|| exact(id, stats)),
         };
         if let Some(accept) = hooks.accept
             && accept(id)
         {
-            best.push(exact_of(stats), id);
+            best.push(exact_d(stats), id);
         }
         if let Some(visit) = hooks.visit.as_mut() {
-            let d = exact_of(stats);
-            visit(id, d, &vector(id).iter().map(|x| x.to_f32()).collect::<Vec<f32>>());
+            let e = exact_d(stats);
+            visit(id, e, &vector(id).iter().map(|x| x.to_f32()).collect::<Vec<f32>>());
         }
-        match steer {
-            Some(d) => d,
-            None => exact_of(stats),
-        }
+        d
     };
     s.mark(medoid);
-    let d0 = score(medoid, &mut stats);
+    let d0 = hooked(medoid, &mut stats);
     s.pool.push(Candidate { distance: d0, id: medoid, expanded: false });
     // The best unexpanded candidate is at `cursor` or after it.
     let mut cursor = 0;
@@ -434,18 +424,7 @@ pub(crate) fn search<T: DistanceElement>(
         let mut next = cursor + 1;
         for i in 0..s.fresh.len() {
             let n = s.fresh[i];
-            // Without hooks, the steering distance alone (the common path).
-            let d = match (plain, sq) {
-                (true, Some(sq)) => {
-                    stats.pq_distances += 1;
-                    sq.eval(&sq_query, n)
-                }
-                (true, None) => {
-                    stats.exact_distances += 1;
-                    dist.eval(qt, vector(n))
-                }
-                _ => score(n, &mut stats),
-            };
+            let d = if plain { steer(n, &mut stats) } else { hooked(n, &mut stats) };
             if s.pool.len() == l {
                 let worst = s.pool[l - 1];
                 if (d, n) >= (worst.distance, worst.id) {

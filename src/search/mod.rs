@@ -547,7 +547,7 @@ impl Index {
     }
     /// RAM of the in-memory graph (0 when searching from disk).
     pub fn in_memory_bytes(&self) -> u64 {
-        self.mem.as_ref().map_or(0, |g| g.bytes())
+        self.mem.as_ref().map_or(0, |g| MemGraph::bytes_for(&self.layout, g.steer()))
     }
 
     /// A per-thread searcher with its own reader.
