@@ -164,7 +164,7 @@ fn main() -> Result<()> {
                 "cycle": cycle, "live": live.len(), "slots": st.disk_slots, "free_slots": st.disk_free_slots,
                 "L": l, "recall": hit as f64 / (10 * nq) as f64, "fresh_recall": fhit as f64 / (10 * nq) as f64,
                 "reads": reads as f64 / nq as f64, "fresh_reads": freads as f64 / nq as f64,
-                "merge_s": merge_s, "fresh_build_s": build_s, "retrained": rep.retrained,
+                "merge_s": merge_s, "fresh_build_s": build_s, "retrained": rep.retrained, "relocated": rep.relocated,
                 "merge_phases": rep.phases,
             })
         );

@@ -13,7 +13,9 @@
 //!    candidates, with exact vectors, plus its neighbours in the delta's
 //!    graph; RobustPrune chooses its out-edges. Then each new point gets
 //!    its slot (`assign_slots`: in a packed generation beside its nearest
-//!    neighbour with room in its sector) and back edges are collected.
+//!    neighbour with room in its sector; orphans, kept nodes that share no
+//!    edge with their sector, move beside their neighbours too, their
+//!    edges renumbered in the write pass) and back edges are collected.
 //! 4. One sequential pass over N's graph writes N+1: a deleted node's
 //!    in-neighbours replace it with its out-neighbours and are re-pruned
 //!    (delete phase), nodes with new back edges are re-pruned past R (patch
@@ -82,6 +84,10 @@ const READ_AHEAD_BYTES: usize = 8 << 20;
 const WRITE_CHUNK_SLOTS: u32 = 4096;
 /// Rows the PQ codebook is retrained on, at most.
 const RETRAIN_SAMPLE_MAX: usize = 100_000;
+/// In a packed generation a merge moves at most this many kept nodes per
+/// point it inserts (the orphans, `OrphanFinder`), so the id map entries it
+/// rewrites stay bounded by the churn: at most (1 + this) x the new points.
+pub const RELOCATE_PER_INSERT: usize = 1;
 const PENDING_MANIFEST: &str = ".manifest.pending";
 
 /// Progress of a merge, phase by phase.
@@ -153,6 +159,8 @@ pub struct MergeReport {
     pub deleted: u64,
     pub slots: u64,
     pub free_slots: u64,
+    /// Kept nodes moved beside their neighbours (packed generations).
+    pub relocated: u64,
     pub retrained: bool,
     pub seconds: f64,
     pub phases: Vec<(String, f64)>,
@@ -162,6 +170,8 @@ pub struct MergeReport {
 struct Written {
     manifest: Manifest,
     placed: FxHashMap<ExternalId, u32>,
+    /// N's slot -> N+1's of the kept nodes that moved.
+    moved: FxHashMap<u32, u32>,
     report: MergeReport,
 }
 
@@ -308,7 +318,7 @@ impl Collection {
             drop(applied);
             return Ok(MergeReport { kind: "nothing to do".into(), ..MergeReport::default() });
         };
-        self.switch(&w.manifest, &w.placed)?;
+        self.switch(&w.manifest, &w.placed, &w.moved)?;
         let m = &mut self.merge.lock();
         m.done += 1;
         w.report.seconds = started.elapsed().as_secs_f64();
@@ -320,6 +330,7 @@ impl Collection {
         &self,
         manifest: &Manifest,
         placed: &FxHashMap<ExternalId, u32>,
+        moved: &FxHashMap<u32, u32>,
     ) -> Result<(), CollectionError> {
         let dir = self.dir().to_path_buf();
         let pending = dir.join(PENDING_MANIFEST);
@@ -347,7 +358,12 @@ impl Collection {
             if let Some(old) = st.generation.replace(g2) {
                 old.retire();
             }
-            let mut t: FxHashSet<u32> = st.tombstones_since_freeze.iter().copied().collect();
+            // Kept nodes deleted during the merge, under their N+1 slots.
+            let mut t: FxHashSet<u32> = st
+                .tombstones_since_freeze
+                .iter()
+                .map(|s| moved.get(s).copied().unwrap_or(*s))
+                .collect();
             for id in &st.frozen_deleted {
                 if let Some(&s) = placed.get(id) {
                     t.insert(s);
@@ -471,12 +487,14 @@ impl Collection {
                 deleted: 0,
                 slots: summary.count,
                 free_slots: 0,
+                relocated: 0,
                 retrained: true,
                 seconds: 0.0,
                 phases: summary.phases.clone(),
             },
             manifest,
             placed,
+            moved: FxHashMap::default(),
         })
     }
 
@@ -559,18 +577,46 @@ impl Collection {
         // and every prune is exact; past it the merge falls back to PQ.
         let space_dim = space.dim(dim);
         let exact_bytes = n_old * space_dim as u64 * 4;
+        let dead = |s: u32| deletes.contains(&s) || free.contains(&s);
+        // In a packed generation, the kept nodes whose sector holds none of
+        // their neighbours are placed again with the new points.
+        let per_sector = match header.placement {
+            crate::format::graph::Placement::Packed => g.index.layout().records_per_sector,
+            crate::format::graph::Placement::RowOrder => 0,
+        };
+        let mut orphans = OrphanFinder::new(per_sector, ins.len() * RELOCATE_PER_INSERT);
         let exact: Option<Vec<f32>> = if exact_bytes + mem <= MERGE_EXACT_VECTORS_BYTES_MAX {
             progress.phase("load vectors", n_old);
             let mut all = Vec::with_capacity((n_old as usize) * space_dim);
             let mut rd = SeqRecords::new(g)?;
             for slot in 0..n_old as u32 {
-                let (v, _) = rd.next_record(slot)?;
+                let (v, nb) = rd.next_record(slot)?;
                 space.push_row(v.iter().copied(), &mut all);
+                orphans.push(slot, &v, &nb, &dead);
             }
             Some(all)
         } else {
+            if orphans.wants() {
+                progress.phase("find orphans", n_old);
+                let mut rd = SeqRecords::new(g)?;
+                let mut slot = 0u32;
+                while u64::from(slot) < n_old && orphans.wants() {
+                    let (v, nb) = rd.next_record(slot)?;
+                    orphans.push(slot, &v, &nb, &dead);
+                    slot += 1;
+                }
+            }
             None
         };
+        let orphans = orphans.finish();
+        let orphan_bytes: u64 =
+            orphans.iter().map(|o| (o.vector.len() + o.nbrs.len()) as u64 * 4 + 64).sum();
+        if mem + orphan_bytes > MERGE_MEMORY_BYTES_MAX {
+            return Err(CollectionError::Invalid(format!(
+                "the merge would need about {} bytes, over MERGE_MEMORY_BYTES_MAX ({MERGE_MEMORY_BYTES_MAX}): merge more often",
+                mem + orphan_bytes
+            )));
+        }
         let decoded = |s: u32| {
             if let Some(all) = &exact {
                 return all[s as usize * space_dim..(s as usize + 1) * space_dim].to_vec();
@@ -600,7 +646,6 @@ impl Collection {
         progress.phase("insert", ins.len() as u64);
         let params =
             SearchParams { k: 1, list_size: c.list_size.max(1), beam_width: INSERT_BEAM_WIDTH };
-        let dead = |s: u32| deletes.contains(&s) || free.contains(&s);
         let pos_of: FxHashMap<u32, u32> =
             ins.iter().enumerate().map(|(k, &i)| (i, k as u32)).collect();
         let out_refs: Vec<Vec<NodeRef>> = ins
@@ -651,21 +696,44 @@ impl Collection {
                 Ok(out.iter().map(|&o| refs[o as usize]).collect())
             })
             .collect::<Result<_, _>>()?;
-        let per_sector = match header.placement {
-            crate::format::graph::Placement::Packed => g.index.layout().records_per_sector,
-            crate::format::graph::Placement::RowOrder => 0,
-        };
-        let slots = assign_slots(&free, n_old, n_new, per_sector, &out_refs);
+        // An orphan's live neighbours, nearest first (N's lists are in id
+        // order).
+        let orphan_nbrs: Vec<(u32, Vec<u32>)> = orphans
+            .iter()
+            .map(|o| {
+                let me = to_space(&o.vector);
+                let mut by: Vec<(f32, u32)> = o
+                    .nbrs
+                    .iter()
+                    .filter(|&&x| !dead(x))
+                    .map(|&x| (l2.eval(&me, &decoded(x)), x))
+                    .collect();
+                by.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                (o.slot, by.into_iter().map(|(_, x)| x).collect())
+            })
+            .collect();
+        let (slots, moved) = assign_slots(&free, n_old, n_new, per_sector, &out_refs, &orphan_nbrs);
+        // N's slot -> N+1's for the kept nodes that moved, and back.
+        let remap = |s: u32| moved.get(&s).copied().unwrap_or(s);
+        let moved_from: FxHashMap<u32, usize> = orphans
+            .iter()
+            .enumerate()
+            .filter_map(|(k, o)| moved.get(&o.slot).map(|&to| (to, k)))
+            .collect();
         let slot_of: FxHashMap<u32, u32> = ins.iter().zip(&slots).map(|(&i, &s)| (i, s)).collect();
         let new_at: FxHashMap<u32, u32> = slot_of.iter().map(|(&i, &s)| (s, i)).collect();
-        let still_free: FxHashSet<u32> =
-            free.iter().copied().filter(|s| !new_at.contains_key(s)).collect();
+        let still_free: FxHashSet<u32> = free
+            .iter()
+            .copied()
+            .chain(moved.keys().copied())
+            .filter(|s| !new_at.contains_key(s) && !moved_from.contains_key(s))
+            .collect();
         debug_assert_eq!(still_free.len() as u64, still_free_count);
         let out_edges = out_refs.into_iter().zip(&slots).map(|(refs, &me)| {
             let out: Vec<u32> = refs
                 .into_iter()
                 .map(|r| match r {
-                    NodeRef::Old(s) => s,
+                    NodeRef::Old(s) => remap(s),
                     NodeRef::New(k) => slots[k as usize],
                 })
                 .collect();
@@ -730,6 +798,7 @@ impl Collection {
                 // picks a live medoid).
                 .unwrap_or(medoid);
         }
+        let medoid = remap(medoid);
         let new_header = GraphHeader {
             count: n_new,
             medoid,
@@ -752,6 +821,53 @@ impl Collection {
         // Chunks of slots: gather each slot's record and candidate edges in
         // order, re-prune the chunk's changed nodes in parallel (the pass's
         // cost: a prune is R x candidates distances), then write in order.
+        // A kept node's edges in N+1 (N's slot `was`, N+1's `now`): deleted
+        // neighbours replaced by theirs, moved ones renumbered, back edges
+        // added; re-pruned when over R. Tried and not kept (100K x 96
+        // synthetic, bench/README.md): re-pruning every node whose deleted
+        // neighbours were replaced (FreshDiskANN's delete phase) or every
+        // node that changed: neither brought reads closer to a fresh
+        // build's, the second raised them from cycle 1.
+        let kept_edges = |was: u32, now: u32, nb: &[u32]| -> (Vec<u32>, bool) {
+            let mut nbrs = Vec::with_capacity(nb.len());
+            let mut changed = false;
+            for &n in nb {
+                if deletes.contains(&n) {
+                    changed = true;
+                    if let Some(rep) = del_adj.get(&n) {
+                        nbrs.extend(
+                            rep.iter()
+                                .copied()
+                                .filter(|&x| x != was && !deletes.contains(&x))
+                                .map(remap),
+                        );
+                    }
+                } else {
+                    nbrs.push(remap(n));
+                }
+            }
+            if let Some(b) = backs.get(&now) {
+                nbrs.extend_from_slice(b);
+                changed = true;
+            }
+            nbrs.sort_unstable();
+            nbrs.dedup();
+            let prune = changed && nbrs.len() > r;
+            (nbrs, prune)
+        };
+        // The moved nodes' ids and payloads (the map holds N's).
+        let mut moved_ids: Vec<Option<(ExternalId, Option<String>)>> = vec![None; orphans.len()];
+        for &k in moved_from.values() {
+            let slot = orphans[k].slot;
+            let id = g.external_id(slot)?.ok_or_else(|| {
+                CollectionError::Corrupt(format!(
+                    "generation {}: live slot {slot} has no id",
+                    old.generation
+                ))
+            })?;
+            let payload = self.idmap().payload(&id)?;
+            moved_ids[k] = Some((id, payload));
+        }
         let mut jobs: Vec<SlotJob> = Vec::with_capacity(WRITE_CHUNK_SLOTS as usize);
         let mut s0 = 0u32;
         while u64::from(s0) < n_new {
@@ -774,36 +890,14 @@ impl Collection {
                     nbrs.dedup();
                     let prune = nbrs.len() > r;
                     SlotJob { slot: s, old_id, what: SlotWhat::New(i), nbrs, prune }
+                } else if let Some(&k) = moved_from.get(&s) {
+                    // An orphan moved here: a kept node under a new slot.
+                    let o = &orphans[k];
+                    let (nbrs, prune) = kept_edges(o.slot, s, &o.nbrs);
+                    let what = SlotWhat::Moved(o.vector.clone(), moved_ids[k].clone());
+                    SlotJob { slot: s, old_id, what, nbrs, prune }
                 } else if let (false, Some((v, nb))) = (still_free.contains(&s), old_rec) {
-                    // A kept node: deleted neighbours replaced by theirs,
-                    // back edges added; re-pruned when over R. Tried and
-                    // not kept (100K x 96 synthetic, bench/README.md):
-                    // re-pruning every node whose deleted neighbours were
-                    // replaced (FreshDiskANN's delete phase) or every node
-                    // that changed: neither brought reads closer to a fresh
-                    // build's, the second raised them from cycle 1.
-                    let mut changed = false;
-                    for &n in &nb {
-                        if deletes.contains(&n) {
-                            changed = true;
-                            if let Some(rep) = del_adj.get(&n) {
-                                nbrs.extend(
-                                    rep.iter()
-                                        .copied()
-                                        .filter(|&x| x != s && !deletes.contains(&x)),
-                                );
-                            }
-                        } else {
-                            nbrs.push(n);
-                        }
-                    }
-                    if let Some(b) = backs.get(&s) {
-                        nbrs.extend_from_slice(b);
-                        changed = true;
-                    }
-                    nbrs.sort_unstable();
-                    nbrs.dedup();
-                    let prune = changed && nbrs.len() > r;
+                    let (nbrs, prune) = kept_edges(s, s, &nb);
                     SlotJob { slot: s, old_id, what: SlotWhat::Kept(v), nbrs, prune }
                 } else {
                     SlotJob { slot: s, old_id, what: SlotWhat::Free, nbrs, prune: false }
@@ -815,11 +909,13 @@ impl Collection {
                 |(scratch, buf, out), j| {
                     let me = match &j.what {
                         SlotWhat::New(i) => to_space(frozen.vector(*i)),
-                        SlotWhat::Kept(v) => to_space(v),
+                        SlotWhat::Kept(v) | SlotWhat::Moved(v, _) => to_space(v),
                         SlotWhat::Free => unreachable!("free slots have no edges to prune"),
                     };
                     prune_approx(&me, &j.nbrs, rule, scratch, buf, out, &l2, space_dim, |x| {
-                        new_vector(x, &new_at, frozen, &to_space).unwrap_or_else(|| decoded(x))
+                        new_vector(x, &new_at, frozen, &to_space).unwrap_or_else(|| {
+                            decoded(moved_from.get(&x).map_or(x, |&k| orphans[k].slot))
+                        })
                     });
                     std::mem::swap(&mut j.nbrs, out);
                 },
@@ -841,6 +937,17 @@ impl Collection {
                         (frozen.vector(i).to_vec(), Some(p.id.clone()))
                     }
                     SlotWhat::Kept(v) => (v, j.old_id),
+                    SlotWhat::Moved(v, id) => {
+                        let (id, payload) = id.expect("every moved node's id read above");
+                        if deletes.contains(&s)
+                            && let Some(old) = j.old_id
+                        {
+                            removed.push(old);
+                        }
+                        changes_list.push(Change::Put { id: id.clone(), slot: s, payload });
+                        placed.insert(id.clone(), s);
+                        (v, Some(id))
+                    }
                     SlotWhat::Free => {
                         if deletes.contains(&s)
                             && let Some(old) = j.old_id
@@ -862,7 +969,9 @@ impl Collection {
                     space.push_row(vector.iter().copied(), &mut pq_row);
                     cb.encode(&pq_row, &mut code);
                 } else {
-                    code.copy_from_slice(codes.row(s));
+                    code.copy_from_slice(
+                        codes.row(moved_from.get(&s).map_or(s, |&k| orphans[k].slot)),
+                    );
                 }
                 cw.append(&code)?;
                 iw.append(id.as_ref())?;
@@ -878,7 +987,14 @@ impl Collection {
         let hot_path = g.gen_dir.join(HOT_FILE);
         let hot_bytes = std::fs::read(&hot_path).map_err(io(&hot_path, "read"))?;
         let (_, hot) = crate::format::hot::decode_hot(&hot_path, &hot_bytes)?;
-        let hot: Vec<u32> = hot.into_iter().filter(|&s| !still_free.contains(&s)).collect();
+        // N's list renumbered; a moved node may land on a listed slot
+        // (once each, first place kept).
+        let mut listed = FxHashSet::default();
+        let hot: Vec<u32> = hot
+            .into_iter()
+            .map(remap)
+            .filter(|&s| !still_free.contains(&s) && listed.insert(s))
+            .collect();
         write_synced(&gen_dir.join(HOT_FILE), &crate::format::hot::encode_hot(&hot, ident))?;
         // Removals first, and never of an id this merge placed again (an
         // upsert of an existing id moves it to a new slot).
@@ -917,12 +1033,14 @@ impl Collection {
                 deleted: deletes.len() as u64,
                 slots: n_new,
                 free_slots: still_free.len() as u64,
+                relocated: moved.len() as u64,
                 retrained: retrain,
                 seconds: 0.0,
                 phases,
             },
             manifest,
             placed,
+            moved,
         })
     }
 }
@@ -936,24 +1054,38 @@ enum NodeRef {
     New(u32),
 }
 
-/// The slot of each new point (by position in `out`, the new points' edges):
-/// `free` slots first, then `n_old..n_new`. In a packed generation
-/// (`per_sector` >= 2 records a sector) a new point takes a free slot in
-/// the sector of its nearest neighbour that has one, so a merge keeps what
-/// the packed build gave (neighbours read with one sector); points with no
-/// such neighbour, and every point of a row-order generation, take the
-/// lowest slot left. Deterministic: the standby merges into the same graph.
+/// The slot of each new point (by position in `out`, the new points' edges),
+/// and the kept nodes that move (N's slot -> N+1's): `free` slots first,
+/// then `n_old..n_new`. In a packed generation (`per_sector` >= 2 records a
+/// sector) a new point takes a free slot in the sector of its nearest
+/// neighbour that has one, so a merge keeps what the packed build gave
+/// (neighbours read with one sector); then each orphan (`orphans`: its slot
+/// and live neighbours, nearest first) moves to a free slot in the sector
+/// of its nearest neighbour that has one, freeing its own; the new points
+/// left take a neighbour's sector freed so, or else the lowest slot left,
+/// as every point of a row-order generation does. Deterministic: the
+/// standby merges into the same graph.
 fn assign_slots(
     free: &BTreeSet<u32>,
     n_old: u64,
     n_new: u64,
     per_sector: u32,
     out: &[Vec<NodeRef>],
-) -> Vec<u32> {
+    orphans: &[(u32, Vec<u32>)],
+) -> (Vec<u32>, FxHashMap<u32, u32>) {
     let mut avail: BTreeSet<u32> = free.clone();
     avail.extend((n_old..n_new).map(|s| s as u32));
     let mut slot: Vec<Option<u32>> = vec![None; out.len()];
-    let near = |avail: &BTreeSet<u32>, slot: &[Option<u32>], k: usize| -> Option<u32> {
+    let mut moved: FxHashMap<u32, u32> = FxHashMap::default();
+    let room = |avail: &BTreeSet<u32>, a: u32| -> Option<u32> {
+        let base = a - a % per_sector;
+        avail.range(base..=base.saturating_add(per_sector - 1)).next().copied()
+    };
+    let near = |avail: &BTreeSet<u32>,
+                slot: &[Option<u32>],
+                moved: &FxHashMap<u32, u32>,
+                k: usize|
+     -> Option<u32> {
         if per_sector < 2 {
             return None;
         }
@@ -962,31 +1094,48 @@ fn assign_slots(
         // neighbours (100K x 96, 10 cycles: 39.9 reads against 40.0).
         out[k].iter().find_map(|r| {
             let a = match *r {
-                NodeRef::Old(s) => s,
+                NodeRef::Old(s) => moved.get(&s).copied().unwrap_or(s),
                 NodeRef::New(j) => slot[j as usize]?,
             };
-            let base = a - a % per_sector;
-            avail.range(base..=base.saturating_add(per_sector - 1)).next().copied()
+            room(avail, a)
         })
     };
-    // First every point with a neighbour's sector to go to, then the rest
-    // (whose new neighbours may have slots by then).
+    // First every point with a neighbour's sector to go to, then the
+    // orphans, then the rest (whose neighbours may have slots by then).
     for k in 0..out.len() {
-        if let Some(s) = near(&avail, &slot, k) {
+        if let Some(s) = near(&avail, &slot, &moved, k) {
             avail.remove(&s);
             slot[k] = Some(s);
         }
     }
+    if per_sector >= 2 {
+        for (me, nbrs) in orphans {
+            let own = me - me % per_sector;
+            for &x in nbrs {
+                let a = moved.get(&x).copied().unwrap_or(x);
+                if a - a % per_sector == own {
+                    // A neighbour has joined it: no orphan now.
+                    break;
+                }
+                if let Some(s) = room(&avail, a) {
+                    avail.remove(&s);
+                    avail.insert(*me);
+                    moved.insert(*me, s);
+                    break;
+                }
+            }
+        }
+    }
     for k in 0..out.len() {
         if slot[k].is_none() {
-            let s = near(&avail, &slot, k)
+            let s = near(&avail, &slot, &moved, k)
                 .or_else(|| avail.first().copied())
                 .expect("n_new leaves a slot for every new point");
             avail.remove(&s);
             slot[k] = Some(s);
         }
     }
-    slot.into_iter().map(|s| s.expect("every new point placed")).collect()
+    (slot.into_iter().map(|s| s.expect("every new point placed")).collect(), moved)
 }
 
 /// The exact vector (in the graph's space) of slot `x` if a new point holds it.
@@ -1016,6 +1165,9 @@ enum SlotWhat {
     New(u32),
     /// A node kept from N, with its vector.
     Kept(Vec<f32>),
+    /// A node kept from N that moved here (an orphan), with its vector,
+    /// id and payload.
+    Moved(Vec<f32>, Option<(ExternalId, Option<String>)>),
     /// A freed or still-free slot.
     Free,
 }
@@ -1048,6 +1200,84 @@ fn prune_approx(
     robust_prune_by(u32::MAX, cands, rule, scratch, out, |a, b| l2.eval(row(a), row(b)));
     for k in out.iter_mut() {
         *k = nbrs[*k as usize];
+    }
+}
+
+/// A kept node of a packed generation that shares no edge (either way)
+/// with the other live nodes of its sector: a sector read for it brings
+/// nothing the search will use. Earlier merges leave such nodes behind
+/// (their sector-mates deleted, or a new point placed where no neighbour
+/// had room); the merge places them again beside their neighbours, as it
+/// places new points. Tried and not kept (100K x 96, 10 cycles of 5%):
+/// also moving nodes that share one edge, to a sector holding two of their
+/// neighbours or more: 39.1 reads at cycle 10 against 39.0.
+struct Orphan {
+    slot: u32,
+    /// Its vector (as stored) and its neighbours (N's numbering).
+    vector: Vec<f32>,
+    nbrs: Vec<u32>,
+}
+
+/// Finds orphans while N's records pass by in slot order, one sector's
+/// records at a time, up to `max` (the lowest slots first: deterministic).
+struct OrphanFinder {
+    per_sector: u32,
+    max: usize,
+    sector: Vec<SectorRecord>,
+    found: Vec<Orphan>,
+}
+
+/// A live node of the sector being read: slot, vector, neighbours, and
+/// whether any neighbour is live.
+type SectorRecord = (u32, Vec<f32>, Vec<u32>, bool);
+
+impl OrphanFinder {
+    fn new(per_sector: u32, max: usize) -> OrphanFinder {
+        OrphanFinder { per_sector, max, sector: Vec::new(), found: Vec::new() }
+    }
+
+    fn wants(&self) -> bool {
+        self.per_sector >= 2 && self.found.len() < self.max
+    }
+
+    /// The record of `slot` (slots in increasing order); `dead` tells the
+    /// deleted and free slots.
+    fn push(&mut self, slot: u32, v: &[f32], nb: &[u32], dead: &impl Fn(u32) -> bool) {
+        if !self.wants() {
+            return;
+        }
+        let base = |s: u32| s - s % self.per_sector;
+        if self.sector.first().is_some_and(|f| base(f.0) != base(slot)) {
+            self.flush();
+        }
+        if !dead(slot) {
+            let live = nb.iter().any(|&x| !dead(x));
+            self.sector.push((slot, v.to_vec(), nb.to_vec(), live));
+        }
+    }
+
+    fn flush(&mut self) {
+        let sector = std::mem::take(&mut self.sector);
+        let orphan: Vec<bool> = sector
+            .iter()
+            .enumerate()
+            .map(|(i, (slot, _, nbrs, _))| {
+                !sector.iter().enumerate().any(|(j, (mate, _, mate_nbrs, _))| {
+                    j != i && (nbrs.contains(mate) || mate_nbrs.contains(slot))
+                })
+            })
+            .collect();
+        for ((slot, vector, nbrs, live), o) in sector.into_iter().zip(orphan) {
+            // A node with no live neighbour has nowhere to go.
+            if o && live && self.found.len() < self.max {
+                self.found.push(Orphan { slot, vector, nbrs });
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<Orphan> {
+        self.flush();
+        self.found
     }
 }
 
@@ -1136,10 +1366,39 @@ mod assign_tests {
         let free: BTreeSet<u32> = [3, 9, 14].into_iter().collect();
         let out =
             vec![vec![Old(13), Old(1)], vec![Old(5)], vec![New(0), Old(2)], vec![New(1), Old(6)]];
-        assert_eq!(assign_slots(&free, 16, 17, 0, &out), vec![3, 9, 14, 16]);
+        assert_eq!(assign_slots(&free, 16, 17, 0, &out, &[]).0, vec![3, 9, 14, 16]);
         // 4 a sector: 14 is beside 13; 5's sector (4..8) has no room; New(0)
         // sits in sector 3 (full now), so 2's sector gives 3; point 1 takes
         // the lowest left (9), then point 3 finds sector 2 full and takes 16.
-        assert_eq!(assign_slots(&free, 16, 17, 4, &out), vec![14, 9, 3, 16]);
+        assert_eq!(assign_slots(&free, 16, 17, 4, &out, &[]).0, vec![14, 9, 3, 16]);
+    }
+
+    /// Orphans move after the new points that found a neighbour's sector:
+    /// each to the nearest neighbour's sector with room, freeing its slot
+    /// for the new points placed last; one whose neighbour has joined its
+    /// sector stays, as does one with no room anywhere near.
+    #[test]
+    fn orphans_move_beside_their_neighbours() {
+        use NodeRef::Old;
+        let free: BTreeSet<u32> = [2, 9].into_iter().collect();
+        // New point 0 goes beside 1 (slot 2); new point 1 has no neighbour
+        // sector with room and waits.
+        let out = vec![vec![Old(1)], vec![Old(12)]];
+        let orphans = vec![
+            // 5 (sector 4..8): nearest 0 (sector full after point 0), then
+            // 10 (sector 8..12, room at 9): moves to 9, frees 5.
+            (5, vec![0, 10]),
+            // 6: its neighbour 5 has left; 11's sector is full now; stays.
+            (6, vec![5, 11]),
+            // 13: neighbour 15 shares its sector: no orphan, stays.
+            (13, vec![15, 9]),
+        ];
+        let (slots, moved) = assign_slots(&free, 16, 16, 4, &out, &orphans);
+        assert_eq!(slots, vec![2, 5], "point 1 takes the slot the orphan freed");
+        assert_eq!(moved.into_iter().collect::<Vec<_>>(), vec![(5, 9)]);
+        // Row order: nothing moves.
+        let (slots, moved) = assign_slots(&free, 16, 16, 0, &out, &orphans);
+        assert_eq!(slots, vec![2, 9]);
+        assert!(moved.is_empty());
     }
 }
