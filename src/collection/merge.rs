@@ -542,11 +542,15 @@ impl Collection {
         let still_free_count = free.len().saturating_sub(ins.len()) as u64;
         let mem = (deletes.len() * r * 4 + ins.len() * r * 16 + free.len() * 24) as u64
             + READ_AHEAD_BYTES as u64;
-        if mem > MERGE_MEMORY_BYTES_MAX {
-            return Err(CollectionError::Invalid(format!(
-                "the merge would need about {mem} bytes, over MERGE_MEMORY_BYTES_MAX ({MERGE_MEMORY_BYTES_MAX}): merge more often"
-            )));
-        }
+        let within_budget = |mem: u64| {
+            if mem > MERGE_MEMORY_BYTES_MAX {
+                return Err(CollectionError::Invalid(format!(
+                    "the merge would need about {mem} bytes, over MERGE_MEMORY_BYTES_MAX ({MERGE_MEMORY_BYTES_MAX}): merge more often"
+                )));
+            }
+            Ok(())
+        };
+        within_budget(mem)?;
 
         // The space the graph's distances live in, and whether to retrain PQ.
         let dim = c.dim as usize;
@@ -592,7 +596,7 @@ impl Collection {
             for slot in 0..n_old as u32 {
                 let (v, nb) = rd.next_record(slot)?;
                 space.push_row(v.iter().copied(), &mut all);
-                orphans.push(slot, &v, &nb, &dead);
+                orphans.push(slot, v, nb, &dead);
             }
             Some(all)
         } else {
@@ -602,7 +606,7 @@ impl Collection {
                 let mut slot = 0u32;
                 while u64::from(slot) < n_old && orphans.wants() {
                     let (v, nb) = rd.next_record(slot)?;
-                    orphans.push(slot, &v, &nb, &dead);
+                    orphans.push(slot, v, nb, &dead);
                     slot += 1;
                 }
             }
@@ -611,12 +615,7 @@ impl Collection {
         let orphans = orphans.finish();
         let orphan_bytes: u64 =
             orphans.iter().map(|o| (o.vector.len() + o.nbrs.len()) as u64 * 4 + 64).sum();
-        if mem + orphan_bytes > MERGE_MEMORY_BYTES_MAX {
-            return Err(CollectionError::Invalid(format!(
-                "the merge would need about {} bytes, over MERGE_MEMORY_BYTES_MAX ({MERGE_MEMORY_BYTES_MAX}): merge more often",
-                mem + orphan_bytes
-            )));
-        }
+        within_budget(mem + orphan_bytes)?;
         let decoded = |s: u32| {
             if let Some(all) = &exact {
                 return all[s as usize * space_dim..(s as usize + 1) * space_dim].to_vec();
@@ -720,6 +719,7 @@ impl Collection {
             .enumerate()
             .filter_map(|(k, o)| moved.get(&o.slot).map(|&to| (to, k)))
             .collect();
+        let origin = |s: u32| moved_from.get(&s).map_or(s, |&k| orphans[k].slot);
         let slot_of: FxHashMap<u32, u32> = ins.iter().zip(&slots).map(|(&i, &s)| (i, s)).collect();
         let new_at: FxHashMap<u32, u32> = slot_of.iter().map(|(&i, &s)| (s, i)).collect();
         let still_free: FxHashSet<u32> = free
@@ -894,7 +894,9 @@ impl Collection {
                     // An orphan moved here: a kept node under a new slot.
                     let o = &orphans[k];
                     let (nbrs, prune) = kept_edges(o.slot, s, &o.nbrs);
-                    let what = SlotWhat::Moved(o.vector.clone(), moved_ids[k].clone());
+                    let (id, payload) =
+                        moved_ids[k].take().expect("each moved node's id read once above");
+                    let what = SlotWhat::Moved(o.vector.clone(), id, payload);
                     SlotJob { slot: s, old_id, what, nbrs, prune }
                 } else if let (false, Some((v, nb))) = (still_free.contains(&s), old_rec) {
                     let (nbrs, prune) = kept_edges(s, s, &nb);
@@ -909,13 +911,12 @@ impl Collection {
                 |(scratch, buf, out), j| {
                     let me = match &j.what {
                         SlotWhat::New(i) => to_space(frozen.vector(*i)),
-                        SlotWhat::Kept(v) | SlotWhat::Moved(v, _) => to_space(v),
+                        SlotWhat::Kept(v) | SlotWhat::Moved(v, ..) => to_space(v),
                         SlotWhat::Free => unreachable!("free slots have no edges to prune"),
                     };
                     prune_approx(&me, &j.nbrs, rule, scratch, buf, out, &l2, space_dim, |x| {
-                        new_vector(x, &new_at, frozen, &to_space).unwrap_or_else(|| {
-                            decoded(moved_from.get(&x).map_or(x, |&k| orphans[k].slot))
-                        })
+                        new_vector(x, &new_at, frozen, &to_space)
+                            .unwrap_or_else(|| decoded(origin(x)))
                     });
                     std::mem::swap(&mut j.nbrs, out);
                 },
@@ -937,8 +938,7 @@ impl Collection {
                         (frozen.vector(i).to_vec(), Some(p.id.clone()))
                     }
                     SlotWhat::Kept(v) => (v, j.old_id),
-                    SlotWhat::Moved(v, id) => {
-                        let (id, payload) = id.expect("every moved node's id read above");
+                    SlotWhat::Moved(v, id, payload) => {
                         if deletes.contains(&s)
                             && let Some(old) = j.old_id
                         {
@@ -969,9 +969,7 @@ impl Collection {
                     space.push_row(vector.iter().copied(), &mut pq_row);
                     cb.encode(&pq_row, &mut code);
                 } else {
-                    code.copy_from_slice(
-                        codes.row(moved_from.get(&s).map_or(s, |&k| orphans[k].slot)),
-                    );
+                    code.copy_from_slice(codes.row(origin(s)));
                 }
                 cw.append(&code)?;
                 iw.append(id.as_ref())?;
@@ -1167,7 +1165,7 @@ enum SlotWhat {
     Kept(Vec<f32>),
     /// A node kept from N that moved here (an orphan), with its vector,
     /// id and payload.
-    Moved(Vec<f32>, Option<(ExternalId, Option<String>)>),
+    Moved(Vec<f32>, ExternalId, Option<String>),
     /// A freed or still-free slot.
     Free,
 }
@@ -1242,7 +1240,7 @@ impl OrphanFinder {
 
     /// The record of `slot` (slots in increasing order); `dead` tells the
     /// deleted and free slots.
-    fn push(&mut self, slot: u32, v: &[f32], nb: &[u32], dead: &impl Fn(u32) -> bool) {
+    fn push(&mut self, slot: u32, v: Vec<f32>, nb: Vec<u32>, dead: &impl Fn(u32) -> bool) {
         if !self.wants() {
             return;
         }
@@ -1252,7 +1250,7 @@ impl OrphanFinder {
         }
         if !dead(slot) {
             let live = nb.iter().any(|&x| !dead(x));
-            self.sector.push((slot, v.to_vec(), nb.to_vec(), live));
+            self.sector.push((slot, v, nb, live));
         }
     }
 
