@@ -85,7 +85,7 @@ pub fn run(a: BuildArgs) -> Result<()> {
     if let Some(p) = &prepared.partition {
         eprintln!(
             "  the in-memory build does not fit the budget: partitioned into {} shards of at \
-             most {} points (each point in 2), {} of scratch space",
+             most {} points (each point in 2, near boundaries 3), {} of scratch space",
             p.shards,
             p.shard_points_max,
             mib(p.scratch_bytes)

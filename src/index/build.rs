@@ -298,9 +298,8 @@ pub fn estimate_output_bytes(n: u64, dim: usize, element: ElementType, opts: &Bu
     layout.file_bytes() + pq as u64 + codes + hot + ids + super::MANIFEST_BYTES_MAX
 }
 
-/// Whether a build with `opts` packs its placement (records share sectors;
-/// the partitioned build does not pack).
-fn packs(opts: &BuildOptions, layout: &crate::format::graph::Layout) -> bool {
+/// Whether a build with `opts` packs its placement (records share sectors).
+pub(crate) fn packs(opts: &BuildOptions, layout: &crate::format::graph::Layout) -> bool {
     opts.placement == Placement::Packed && layout.records_per_sector >= 2
 }
 
@@ -818,29 +817,72 @@ fn partitioned_graph<T: DistanceElement>(
     let mut phases = built.phases;
     let adj = &built.adjacency;
 
+    // Packed placement, as the in-memory build packs: the numbering comes
+    // from the merged lists, read back from the adjacency file.
+    let packing = if packs(input.opts, &header.layout()) {
+        let t = Instant::now();
+        progress.phase("placement", 1);
+        let failed = std::cell::RefCell::new(None);
+        let per_sector = header.layout().records_per_sector as usize;
+        let p = super::placement::pack(n as u32, per_sector, built.medoid, |r, out| {
+            if let Err(e) = adj.read(r, out) {
+                failed.borrow_mut().get_or_insert(e);
+            }
+        });
+        if let Some(e) = failed.into_inner() {
+            return Err(e);
+        }
+        progress.phase_done();
+        phases.push(("placement".to_string(), t.elapsed().as_secs_f64()));
+        Some(p)
+    } else {
+        None
+    };
+    header.placement = if packing.is_some() { Placement::Packed } else { Placement::RowOrder };
+    let row_of = |id: u32| packing.as_ref().map_or(id, |p| p.row_of_slot[id as usize]);
+    let slot_of = |row: u32| packing.as_ref().map_or(row, |p| p.slot_of_row[row as usize]);
+
     let t = Instant::now();
     progress.phase("write", n);
-    header.medoid = built.medoid;
+    header.medoid = slot_of(built.medoid);
     let graph_path = files.dir.join(GRAPH_FILE);
     let mut w = GraphWriter::create(&graph_path, &header)?;
     let (mut rows, mut list): (Vec<T>, Vec<u32>) = (Vec::new(), Vec::new());
     let (mut dmin, mut dsum, mut dmax) = (usize::MAX, 0u64, 0usize);
+    let mut append = |w: &mut GraphWriter, row: &[T], r: u32, list: &mut Vec<u32>| {
+        list.clear();
+        adj.read(r, list)?;
+        list.iter_mut().for_each(|u| *u = slot_of(*u));
+        (dmin, dmax, dsum) = (dmin.min(list.len()), dmax.max(list.len()), dsum + list.len() as u64);
+        w.append(row, list)?;
+        Ok::<(), IndexError>(())
+    };
     let mut start = 0u64;
     let batch = batch_rows((dim * T::TYPE.size_bytes()) as u64);
     while start < n {
         let m = (n - start).min(batch as u64) as usize;
-        read_checked(input.file, start, m, input.opts.metric, &mut rows)?;
-        for (i, row) in rows.chunks_exact(dim).enumerate() {
-            list.clear();
-            adj.read((start + i as u64) as u32, &mut list)?;
-            (dmin, dmax, dsum) =
-                (dmin.min(list.len()), dmax.max(list.len()), dsum + list.len() as u64);
-            w.append(row, &list)?;
+        if packing.is_some() {
+            // Node order is the packing's: one row at a time, in no order
+            // of the input (a page-cache read each, for an input that fits).
+            for id in start..start + m as u64 {
+                let r = row_of(id as u32);
+                read_checked(input.file, u64::from(r), 1, input.opts.metric, &mut rows)?;
+                append(&mut w, &rows, r, &mut list)?;
+            }
+        } else {
+            read_checked(input.file, start, m, input.opts.metric, &mut rows)?;
+            for (i, row) in rows.chunks_exact(dim).enumerate() {
+                append(&mut w, row, (start + i as u64) as u32, &mut list)?;
+            }
         }
         start += m as u64;
         progress.advance(start);
     }
     w.finish()?;
+    if let Some(p) = &packing {
+        renumber_codes(files, &p.row_of_slot)?;
+        write_row_ids(files.dir, &p.row_of_slot, header.ident)?;
+    }
     progress.phase_done();
     phases.push(("write".to_string(), t.elapsed().as_secs_f64()));
 
@@ -849,13 +891,15 @@ fn partitioned_graph<T: DistanceElement>(
     super::release_free_memory();
     let mut one: Vec<T> = Vec::new();
     let mut row = |id: u32, out: &mut Vec<f32>| {
-        read_checked(input.file, u64::from(id), 1, input.opts.metric, &mut one)?;
+        read_checked(input.file, u64::from(row_of(id)), 1, input.opts.metric, &mut one)?;
         out.extend(one.iter().map(|x| x.to_f32()));
         Ok(())
     };
     let neighbors = |id: u32, out: &mut Vec<u32>| {
         // A read error here would have failed the write pass just before.
-        adj.read(id, out).expect("the adjacency scratch file reads back");
+        let at = out.len();
+        adj.read(row_of(id), out).expect("the adjacency scratch file reads back");
+        out[at..].iter_mut().for_each(|u| *u = slot_of(*u));
     };
     let hot_s = write_hot(files, &header, dim, &mut row, neighbors, progress)?;
     phases.push(("hot list".to_string(), hot_s));
@@ -863,7 +907,7 @@ fn partitioned_graph<T: DistanceElement>(
     drop(built.adjacency);
     fs::remove_dir_all(&scratch).map_err(|e| IndexError::io(&scratch, "remove", e))?;
     Ok(GraphOut {
-        medoid: built.medoid,
+        medoid: header.medoid,
         degrees: (dmin, dsum as f64 / n as f64, dmax),
         // The connect phase fails the build unless every node is reached.
         unreachable: 0,
