@@ -8,7 +8,9 @@
 # at once (no budget) and partitioned under BUDGET_GIB (`--build-memory`);
 # prints each build's time, peak RSS (the build's own VmHWM) and shards,
 # then recall@10 and reads per query at fixed L for both, 1 search thread.
-# Writes everything under OUT (default /tmp/basalt-bench-partitioned) and
+# SEARCH_ARGS adds search options (e.g. "--mode rounds", whose counts do
+# not depend on when reads land). Writes everything under OUT (default
+# /tmp/basalt-bench-partitioned) and
 # one JSON line per build and per (index, L) to OUT/results.jsonl.
 set -euo pipefail
 N=${N:-2000000}
@@ -16,6 +18,7 @@ DIM=${DIM:-128}
 BUDGET_GIB=${BUDGET_GIB:-0.5}
 THREADS=${THREADS:-2}
 LS=${LS:-20,40,60,80,120}
+SEARCH_ARGS=${SEARCH_ARGS:-}
 OUT=${OUT:-/tmp/basalt-bench-partitioned}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release --manifest-path "$HERE/Cargo.toml" >/dev/null
@@ -47,7 +50,8 @@ EOF
 build one-shot
 build partitioned --build-memory "$BUDGET_GIB"
 for idx in one-shot partitioned; do
-  "$B" search --index "$idx" --queries q.fbin --gt gt.ibin --k 10 --L "$LS" --threads 1 --json \
+  # shellcheck disable=SC2086
+  "$B" search --index "$idx" --queries q.fbin --gt gt.ibin --k 10 --L "$LS" --threads 1 --json $SEARCH_ARGS \
     | python3 -c "
 import json, sys
 for line in sys.stdin:
