@@ -398,8 +398,8 @@ pub struct BuildArgs {
     /// How nodes are numbered: packed (graph neighbours share a sector, so
     /// a search uses every record of a sector it reads; the index keeps an
     /// ids file mapping nodes to input rows) or row-order (node = row).
-    /// Packing applies when several records fit a sector and the build is
-    /// in memory; otherwise the index is in row order.
+    /// Packing applies when several records fit a sector (in memory or
+    /// partitioned); otherwise the index is in row order.
     #[arg(long, value_enum, default_value_t = PlacementArg::Packed)]
     pub placement: PlacementArg,
     /// Fill lists below R with the nearest pruned candidates (DiskANN's

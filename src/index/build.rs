@@ -70,9 +70,10 @@ pub struct BuildOptions {
     /// (`None`: only when it does not, with the count the budget gives).
     pub shards: Option<usize>,
     /// How nodes are numbered: `Packed` puts graph neighbours in one sector
-    /// (`placement`; in-memory builds of records that share sectors; the
-    /// generation then has an ids file mapping nodes to rows). The library
-    /// default keeps node = row; `basalt build` and collections pack.
+    /// (`placement`; builds, in memory or partitioned, of records that
+    /// share sectors; the generation then has an ids file mapping nodes to
+    /// rows). The library default keeps node = row; `basalt build` and
+    /// collections pack.
     pub placement: Placement,
 }
 

@@ -860,8 +860,14 @@ impl Workload {
         Ok(())
     }
 
+    /// The options `basalt build` uses by default (packed placement, so
+    /// the ids file and the packing's memory count).
     fn build_options(&self) -> BuildOptions {
-        let mut o = BuildOptions { pq_chunks: self.pq_bytes, ..BuildOptions::default() };
+        let mut o = BuildOptions {
+            pq_chunks: self.pq_bytes,
+            placement: crate::format::graph::Placement::Packed,
+            ..BuildOptions::default()
+        };
         o.graph.degree_max = self.degree_max;
         o
     }
