@@ -1183,18 +1183,21 @@ mod tests {
         (h.medoid, all)
     }
 
+    /// Small shards, packed as `basalt build` packs.
     fn opts(shards: Option<usize>) -> BuildOptions {
         BuildOptions {
             graph: BuildParams { degree_max: 16, list_size: 32, seed: 7, ..Default::default() },
             pq_chunks: 4,
             shards,
+            placement: crate::format::graph::Placement::Packed,
             ..Default::default()
         }
     }
 
     /// With one thread the same input, seed and shard count give the same
-    /// graph (every record and the medoid), and the partitioned build's
-    /// scratch directory is gone after it.
+    /// packed graph (every record, the medoid, the node -> row map and the
+    /// codes), and the partitioned build's scratch directory is gone after
+    /// it.
     #[test]
     fn one_thread_partitioned_builds_are_identical() {
         let dir = tempfile::tempdir().unwrap();
@@ -1214,11 +1217,23 @@ mod tests {
             assert!(!out.join(SCRATCH_DIR).exists());
             assert!(s.replaced_leftover.is_none(), "{:?}", s.replaced_leftover);
             crate::index::verify::verify_index(&out).unwrap();
-            records(&out)
+            // The ids and codes files' contents (their headers hold the
+            // build's random identity).
+            let m = crate::index::read_manifest(&out).unwrap();
+            let gp = m.file(&out, crate::index::GRAPH_FILE);
+            let h = crate::format::graph::read_graph_header(&gp).unwrap();
+            let gen_dir = gp.parent().unwrap();
+            let rows = crate::index::build::read_row_ids(gen_dir, h.ident, h.count).unwrap();
+            let rows = rows.expect("a packed partitioned build has an ids file");
+            let (codes, _) =
+                crate::format::codes::read_codes(&m.file(&out, crate::index::CODES_FILE)).unwrap();
+            let codes: Vec<u8> = (0..h.count as u32).flat_map(|i| codes.row(i).to_vec()).collect();
+            (records(&out), rows, codes)
         };
-        let (a, b) = (run("a"), run("b"));
+        let ((a, a_ids, a_codes), (b, b_ids, b_codes)) = (run("a"), run("b"));
         assert_eq!(a.0, b.0, "medoid");
         assert!(a.1 == b.1, "two one-thread builds differ");
+        assert!(a_ids == b_ids && a_codes == b_codes, "ids or codes differ");
         // And it is a different graph from another seed's.
         let out = dir.path().join("c");
         let mut o = opts(Some(4));
