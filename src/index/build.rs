@@ -676,6 +676,51 @@ fn renumber_codes(files: &GenFiles<'_>, row_of_slot: &[u32]) -> Result<(), Index
     Ok(())
 }
 
+/// The packed placement of a graph whose lists `neighbors` appends (row
+/// ids), when `opts` asks for it and records share sectors (see
+/// [`packs`]), timed as the "placement" phase; sets `header.placement`.
+/// The first error of `neighbors` fails it.
+fn place(
+    opts: &BuildOptions,
+    header: &mut GraphHeader,
+    medoid: u32,
+    progress: &dyn Progress,
+    phases: &mut Vec<(String, f64)>,
+    neighbors: impl Fn(u32, &mut Vec<u32>) -> Result<(), IndexError>,
+) -> Result<Option<super::placement::Packing>, IndexError> {
+    let layout = header.layout();
+    header.placement = Placement::RowOrder;
+    if !packs(opts, &layout) {
+        return Ok(None);
+    }
+    let t = Instant::now();
+    progress.phase("placement", 1);
+    let failed = std::cell::RefCell::new(None);
+    let per_sector = layout.records_per_sector as usize;
+    let p = super::placement::pack(header.count as u32, per_sector, medoid, |r, out| {
+        if let Err(e) = neighbors(r, out) {
+            failed.borrow_mut().get_or_insert(e);
+        }
+    });
+    if let Some(e) = failed.into_inner() {
+        return Err(e);
+    }
+    progress.phase_done();
+    phases.push(("placement".to_string(), t.elapsed().as_secs_f64()));
+    header.placement = Placement::Packed;
+    Ok(Some(p))
+}
+
+/// A packed generation's codes in node order and its ids file.
+fn write_packing(
+    files: &GenFiles<'_>,
+    p: &super::placement::Packing,
+    ident: FileIdent,
+) -> Result<(), IndexError> {
+    renumber_codes(files, &p.row_of_slot)?;
+    write_row_ids(files.dir, &p.row_of_slot, ident)
+}
+
 /// Writes the ids file of a packed generation: node -> input row.
 fn write_row_ids(dir: &Path, row_of_slot: &[u32], ident: FileIdent) -> Result<(), IndexError> {
     use crate::collection::ids::ExternalId;
@@ -744,19 +789,10 @@ fn in_memory_graph<T: DistanceElement>(
     progress.phase_done();
     phases.push(("graph".to_string(), t.elapsed().as_secs_f64()));
 
-    // Packed placement: nodes renumbered so that neighbours share sectors.
-    let per_sector = header.layout().records_per_sector as usize;
-    let packing = (opts.placement == Placement::Packed && per_sector >= 2).then(|| {
-        let t = Instant::now();
-        progress.phase("placement", 1);
-        let p = super::placement::pack(n as u32, per_sector, graph.medoid(), |r, out| {
-            graph.with_neighbors(r, |nb| out.extend_from_slice(nb))
-        });
-        progress.phase_done();
-        phases.push(("placement".to_string(), t.elapsed().as_secs_f64()));
-        p
-    });
-    header.placement = if packing.is_some() { Placement::Packed } else { Placement::RowOrder };
+    let packing = place(opts, &mut header, graph.medoid(), progress, &mut phases, |r, out| {
+        graph.with_neighbors(r, |nb| out.extend_from_slice(nb));
+        Ok(())
+    })?;
     // Node id -> input row, and row -> node id.
     let row_of = |id: u32| packing.as_ref().map_or(id, |p| p.row_of_slot[id as usize]);
     let slot_of = |row: u32| packing.as_ref().map_or(row, |p| p.slot_of_row[row as usize]);
@@ -778,8 +814,7 @@ fn in_memory_graph<T: DistanceElement>(
     }
     w.finish()?;
     if let Some(p) = &packing {
-        renumber_codes(files, &p.row_of_slot)?;
-        write_row_ids(files.dir, &p.row_of_slot, header.ident)?;
+        write_packing(files, p, header.ident)?;
     }
     progress.phase_done();
     phases.push(("write".to_string(), t.elapsed().as_secs_f64()));
@@ -818,28 +853,10 @@ fn partitioned_graph<T: DistanceElement>(
     let mut phases = built.phases;
     let adj = &built.adjacency;
 
-    // Packed placement, as the in-memory build packs: the numbering comes
-    // from the merged lists, read back from the adjacency file.
-    let packing = if packs(input.opts, &header.layout()) {
-        let t = Instant::now();
-        progress.phase("placement", 1);
-        let failed = std::cell::RefCell::new(None);
-        let per_sector = header.layout().records_per_sector as usize;
-        let p = super::placement::pack(n as u32, per_sector, built.medoid, |r, out| {
-            if let Err(e) = adj.read(r, out) {
-                failed.borrow_mut().get_or_insert(e);
-            }
-        });
-        if let Some(e) = failed.into_inner() {
-            return Err(e);
-        }
-        progress.phase_done();
-        phases.push(("placement".to_string(), t.elapsed().as_secs_f64()));
-        Some(p)
-    } else {
-        None
-    };
-    header.placement = if packing.is_some() { Placement::Packed } else { Placement::RowOrder };
+    // The numbering comes from the merged lists in the adjacency file.
+    let packing = place(input.opts, &mut header, built.medoid, progress, &mut phases, |r, out| {
+        adj.read(r, out)
+    })?;
     let row_of = |id: u32| packing.as_ref().map_or(id, |p| p.row_of_slot[id as usize]);
     let slot_of = |row: u32| packing.as_ref().map_or(row, |p| p.slot_of_row[row as usize]);
 
@@ -881,8 +898,7 @@ fn partitioned_graph<T: DistanceElement>(
     }
     w.finish()?;
     if let Some(p) = &packing {
-        renumber_codes(files, &p.row_of_slot)?;
-        write_row_ids(files.dir, &p.row_of_slot, header.ident)?;
+        write_packing(files, p, header.ident)?;
     }
     progress.phase_done();
     phases.push(("write".to_string(), t.elapsed().as_secs_f64()));
