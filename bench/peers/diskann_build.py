@@ -4,7 +4,7 @@
   bench/.venv-diskann/bin/python bench/peers/diskann_build.py \
       --data X.fbin --metric l2|ip|cosine --out DIR \
       [--R 64] [--L 100] [--alpha 1.2] [--pq-bytes 32] [--threads T] \
-      [--build-memory-gb G] [--force] [--keep-log]
+      [--build-memory-gb G [--partitioned]] [--force]
 
 What it pins down (read from DiskANN 0.7.0, src/disk_utils.cpp and
 python/src/builder.cpp; see bench/PEERS_NOTES.md):
@@ -24,6 +24,9 @@ python/src/builder.cpp; see bench/PEERS_NOTES.md):
   estimate_ram_usage(N, dim, sizeof(T), R) < build_memory_maximum * 1024^3;
   we set build_memory_maximum to twice that estimate (at least 1 GB) and
   verify "building in one shot" in DiskANN's log (no partition + merge).
+  With --partitioned the budget is the caller's (--build-memory-gb) and
+  the build must be DiskANN's partitioned one (k-means shards, each point
+  in 2, shard graphs merged), which the log must show.
 * pq_disk_bytes = 0: full-precision vectors in the disk nodes.
 * alpha is NOT a parameter of build_disk_index in 0.7.0: the disk build uses
   IndexWriteParametersBuilder(L, R) without with_alpha(), i.e.
@@ -208,7 +211,12 @@ def main():
     ap.add_argument("--build-memory-gb", type=float, default=None,
                     help="override build_memory_maximum (default: 2x DiskANN's own estimate, >= 1)")
     ap.add_argument("--force", action="store_true", help="replace an existing index in --out")
+    ap.add_argument("--partitioned", action="store_true",
+                    help="expect DiskANN's partitioned (merged) build under --build-memory-gb, as basalt's "
+                         "partitioned build is compared with it; without this flag a partitioned build is an error")
     a = ap.parse_args()
+    if a.partitioned and a.build_memory_gb is None:
+        raise SystemExit("--partitioned needs --build-memory-gb (the budget both builds get)")
 
     if abs(a.alpha - DISK_BUILD_ALPHA) > 1e-9:
         raise SystemExit(f"--alpha {a.alpha}: diskannpy 0.7.0 build_disk_index cannot set alpha; "
@@ -325,7 +333,9 @@ def main():
     binio.emit(record)
     if not chunks_ok:
         raise SystemExit(f"PQ chunk count {pq} does not match --pq-bytes {a.pq_bytes}")
-    if not one_shot:
+    if a.partitioned and one_shot:
+        raise SystemExit("DiskANN built in one shot under --build-memory-gb; lower it to compare partitioned builds")
+    if not a.partitioned and not one_shot:
         raise SystemExit("DiskANN partitioned the build (not one shot); raise --build-memory-gb")
 
 
