@@ -80,6 +80,21 @@ print(json.dumps({"build": name, "n": s["count"], "dim": s["dim"], "wall_s": m["
 EOF
 }
 
+# One results line per L of search-INDEX.jsonl (keys that `basalt search
+# --json` and diskann_search.py share), with the search's peak RSS.
+search_rows() { # index, measured JSON
+  python3 - "$1" "$2" <<'EOF' | tee -a results.jsonl
+import json, sys
+idx, m = sys.argv[1], json.loads(sys.argv[2])
+for line in open(f"search-{idx}.jsonl"):
+    if line.startswith("{"):
+        r = json.loads(line)
+        print(json.dumps({"index": idx, "L": r["L"], "recall": r["recall"], "reads": r["reads_mean"],
+                          "qps": r["qps"], "latency_us_mean": r["latency_us_mean"],
+                          "search_peak_rss_gib": m["peak_rss_gib"]}))
+EOF
+}
+
 for step in $STEPS; do
   case $step in
     data)
@@ -118,31 +133,13 @@ EOF
         log "search: $idx"
         m=$(measured "search-$idx.jsonl" "search-$idx.log" "$B" search --index "$idx" --queries q.fbin --gt gt.ibin --k 10 \
           --L "$LS" --threads 1 --beam 4 --mode rounds --json)
-        python3 - "$idx" "$m" <<'EOF' | tee -a results.jsonl
-import json, sys
-idx, m = sys.argv[1], json.loads(sys.argv[2])
-for line in open(f"search-{idx}.jsonl"):
-    if line.startswith("{"):
-        r = json.loads(line)
-        print(json.dumps({"index": idx, "L": r["L"], "recall": r["recall"], "reads": r["reads_mean"],
-                          "qps": r["qps"], "latency_us_mean": r["latency_us_mean"],
-                          "search_peak_rss_gib": m["peak_rss_gib"]}))
-EOF
+        search_rows "$idx" "$m"
       done
       if [ -f diskann/peer_build.json ]; then
         log "search: diskann"
         m=$(measured search-diskann.jsonl search-diskann.log "$DPY" "$HERE/bench/peers/diskann_search.py" --index diskann \
           --queries q.fbin --gt gt.ibin --k 10 --L "$LS" --beam 4 --threads 1 --cache-nodes 0)
-        python3 - "$m" <<'EOF' | tee -a results.jsonl
-import json, sys
-m = json.loads(sys.argv[1])
-for line in open("search-diskann.jsonl"):
-    if line.startswith("{"):
-        r = json.loads(line)
-        print(json.dumps({"index": "diskann", "L": r["L"], "recall": r["recall"], "reads": r["reads_mean"],
-                          "qps": r["qps"], "latency_us_mean": r["latency_us_mean"],
-                          "search_peak_rss_gib": m["peak_rss_gib"]}))
-EOF
+        search_rows diskann "$m"
       fi ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
